@@ -1,0 +1,1 @@
+"""Rotator (mount) drivers: one async interface, one small driver per protocol."""

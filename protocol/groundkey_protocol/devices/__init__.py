@@ -1,0 +1,1 @@
+"""Device wire protocols as sans-I/O codecs: bytes in, messages out."""

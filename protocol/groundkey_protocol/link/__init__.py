@@ -1,0 +1,1 @@
+"""Classical-channel messages between ground station and satellite."""

@@ -1,0 +1,1 @@
+"""Key distillation: sync, sifting, estimation, reconciliation, verification, amplification."""
