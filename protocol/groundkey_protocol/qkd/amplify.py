@@ -1,0 +1,152 @@
+"""Privacy amplification: 2-universal hashing of the reconciled key down to ℓ bits.
+
+Two exact families, chosen by name (:data:`FAMILIES`); Alice draws a fresh
+uniform seed for every block and sends it.
+
+``toeplitz`` — y = T·x over GF(2), T[i, j] = s[i - j + n - 1] for an (m × n)
+Toeplitz matrix given by n + m - 1 seed bits; 2-universal (Carter & Wegman 1979;
+Krawczyk, CRYPTO '94, for Toeplitz). Computed as a circular convolution of size
+N >= n + m - 1 (no wrap-around reaches the m needed outputs) with float64 real
+FFTs, rounded, cast to int64, then mod 2. Every exact sum is <= n and float64
+FFT convolution of 0/1 data is exact far beyond the sizes used here (inputs are
+split into chunks of at most 2^22 bits, so N <= 2^23 + m).
+
+``mas`` — Dietzfelbinger's multiply-add-shift: for an n-bit input x and
+w = n + m - 1, h_{a,b}(x) = ((a·x + b) mod 2^w) >> (w - m) with a, b uniform in
+[0, 2^w). Strongly universal (pairwise independent, hence 2-universal with
+collision probability exactly 2^-m): M. Dietzfelbinger, "Universal hashing and
+k-wise independent random variables via integer arithmetic without primes",
+STACS 1996, Theorem 3; restated as Lemma 3.3 of M. Thorup, "High speed hashing
+for integers and strings", arXiv:1504.06804. The big-integer product runs in GMP
+(gmpy2) when available, else in Python's int (exact, slower). Seed: 2w bits.
+
+Bits are ``uint8`` 0/1 arrays; integers are read big-endian (first bit most
+significant).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["FAMILIES", "Family", "amplify", "mas_hash", "seed_bits", "toeplitz_hash"]
+
+_CHUNK_BITS = 1 << 22
+
+
+def _fast_size(n: int) -> int:
+    """Smallest 2^a·3^b·5^c >= n (sizes numpy's pocketfft handles fastest)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    f5 = 1
+    while f5 < best:
+        f35 = f5
+        while f35 < best:
+            size = f35
+            while size < n:
+                size *= 2
+            best = min(best, size)
+            f35 *= 3
+        f5 *= 5
+    return best
+
+
+def _toeplitz_once(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArray[np.int64]:
+    n = x.size
+    size = _fast_size(n + m - 1)
+    fx = np.fft.rfft(x.astype(np.float64), size)
+    fs = np.fft.rfft(seed.astype(np.float64), size)
+    fx *= fs
+    conv = np.fft.irfft(fx, size)[n - 1 : n - 1 + m]
+    return np.rint(conv).astype(np.int64)
+
+
+def toeplitz_hash(bits: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArray[np.uint8]:
+    """y = T·x mod 2 with T[i, j] = seed[i - j + n - 1]; ``seed`` holds n + m - 1 bits."""
+    x = np.asarray(bits, dtype=np.uint8).reshape(-1)
+    s = np.asarray(seed, dtype=np.uint8).reshape(-1)
+    n = x.size
+    if not m >= 1 or n < 1 or s.size != n + m - 1:
+        raise ValueError(f"toeplitz: need n >= 1, m >= 1, seed of n+m-1 bits (n={n}, m={m})")
+    acc = np.zeros(m, dtype=np.int64)
+    for j0 in range(0, n, _CHUNK_BITS):
+        xc = x[j0 : j0 + _CHUNK_BITS]
+        nc = xc.size
+        # T restricted to columns j0..j0+nc-1 is Toeplitz with seed window below.
+        lo = n - j0 - nc
+        acc += _toeplitz_once(xc, s[lo : lo + nc + m - 1], m)
+    return (acc & 1).astype(np.uint8)
+
+
+def _to_int(bits: NDArray[np.uint8]) -> int:
+    n = bits.size
+    if n == 0:
+        return 0
+    return int.from_bytes(np.packbits(bits).tobytes(), "big") >> ((-n) % 8)
+
+
+def _from_int(value: int, m: int) -> NDArray[np.uint8]:
+    nbytes = -(-m // 8)
+    raw = np.frombuffer(value.to_bytes(nbytes, "big"), dtype=np.uint8)
+    return np.unpackbits(raw)[nbytes * 8 - m :].copy()
+
+
+def _bigint(value: int) -> Any:
+    try:
+        gmpy2 = importlib.import_module("gmpy2")
+    except ImportError:  # pragma: no cover - gmpy2 is a dependency
+        return value
+    return gmpy2.mpz(value)
+
+
+def mas_hash(bits: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArray[np.uint8]:
+    """Multiply-add-shift hash of ``bits`` (n) to m bits; ``seed`` holds 2(n + m - 1) bits."""
+    x = np.asarray(bits, dtype=np.uint8).reshape(-1)
+    s = np.asarray(seed, dtype=np.uint8).reshape(-1)
+    n = x.size
+    w = n + m - 1
+    if not m >= 1 or n < 1 or s.size != 2 * w:
+        raise ValueError(f"mas: need n >= 1, m >= 1, seed of 2(n+m-1) bits (n={n}, m={m})")
+    a = _bigint(_to_int(s[:w]))
+    b = _bigint(_to_int(s[w:]))
+    xi = _bigint(_to_int(x))
+    h = ((a * xi + b) % (_bigint(1) << w)) >> (w - m)
+    return _from_int(int(h), m)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A hash family: seed length for (n, m) and the hash itself."""
+
+    name: str
+    seed_bits: Callable[[int, int], int]
+    hash: Callable[[NDArray[np.uint8], NDArray[np.uint8], int], NDArray[np.uint8]]
+
+
+FAMILIES: dict[str, Family] = {
+    "toeplitz": Family("toeplitz", lambda n, m: n + m - 1, toeplitz_hash),
+    "mas": Family("mas", lambda n, m: 2 * (n + m - 1), mas_hash),
+}
+
+
+def _family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown hash family {name!r}; known: {sorted(FAMILIES)}") from None
+
+
+def seed_bits(family: str, n: int, m: int) -> int:
+    """Seed length in bits for hashing n bits to m bits."""
+    return _family(family).seed_bits(n, m)
+
+
+def amplify(
+    family: str, bits: NDArray[np.uint8], seed: NDArray[np.uint8], m: int
+) -> NDArray[np.uint8]:
+    """Hash ``bits`` down to ``m`` bits with ``family`` and ``seed``."""
+    return _family(family).hash(bits, seed, m)
