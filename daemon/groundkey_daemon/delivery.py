@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import os
 import uuid
@@ -51,6 +50,7 @@ from groundkey_daemon.keystore import (
     RequestConflictError,
     Reservation,
 )
+from groundkey_daemon.metrics import Metrics
 
 __all__ = [
     "DeliveryClient",
@@ -155,8 +155,10 @@ class DeliveryServer:
         server_secret_key_file: str | os.PathLike[str],
         allow_dir: str | os.PathLike[str],
         max_request_bytes: int = 1 << 20,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.bind = bind
         self.server_secret_key_file = Path(server_secret_key_file)
         self.allow_dir = Path(allow_dir)
@@ -208,13 +210,24 @@ class DeliveryServer:
             envelope = [f.bytes for f in frames[:-1]]
             body = frames[-1]
             consumer = body.get("User-Id")
+            before = self.delivered_bytes
             reply = await self.handle(str(consumer), body.bytes)
+            if self.metrics is not None:
+                result = "ok" if reply["ok"] else str(reply["error"])
+                self.metrics.delivery_requests.labels(result=result).inc()
+                self.metrics.key_bits_delivered.inc(8 * (self.delivered_bytes - before))
             try:
                 await sock.send_multipart([*envelope, _json.encode(reply)])
             except zmq.ZMQError as exc:
                 # ROUTER_MANDATORY: the consumer is gone. Its reservation stays; it can
                 # repeat the request ID to get the same keys.
                 log.warning("reply to %s not routable: %s", consumer, exc)
+
+    async def expire_loop(self, ttl_s: float, *, interval_s: float = 60.0) -> None:
+        """Erase reservations never acknowledged within ``ttl_s`` (run as a task)."""
+        while True:
+            await self.store.expire_reservations(ttl_s)
+            await asyncio.sleep(interval_s)
 
     async def handle(self, consumer: str, body: bytes) -> dict[str, Any]:
         """One request -> one reply document (no exceptions escape)."""
@@ -366,11 +379,3 @@ class DeliveryClient:
     async def ack(self, request_id: str) -> int:
         reply = await self.request({"op": "ack", "request_id": request_id})
         return reply.erased
-
-
-async def wait_closed(server: DeliveryServer, task: asyncio.Task[None]) -> None:
-    """Cancel a ``serve()`` task and close the server."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await server.close()

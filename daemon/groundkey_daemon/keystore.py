@@ -323,7 +323,8 @@ class KeyStore:
         """Reserve the keys with these IDs (the peer's consumer named them)."""
         if not key_ids:
             raise ValueError("no key IDs given")
-        return await self._call(self._reserve_sync, consumer, request_id, 0, list(key_ids))
+        unique = list(dict.fromkeys(key_ids))
+        return await self._call(self._reserve_sync, consumer, request_id, 0, unique)
 
     def _existing(self, conn: sqlite3.Connection, consumer: str, request_id: str) -> list[Key]:
         rows = conn.execute(

@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from groundkey_protocol import telemetry as tm
+
 __all__ = ["CONTENT_TYPE", "LoopLagMonitor", "Metrics", "MetricsServer"]
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ class _QueueCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         dropped = CounterMetricFamily(
-            "groundkey_queue_dropped_messages", "Messages dropped by bounded queues", labels=["queue"]
+            "groundkey_queue_dropped_messages",
+            "Messages dropped by bounded queues",
+            labels=["queue"],
         )
         depth = GaugeMetricFamily(
             "groundkey_queue_depth_messages", "Messages waiting in bounded queues", labels=["queue"]
@@ -74,7 +78,10 @@ class Metrics:
             "groundkey_detector_count_rate_hertz", "Detector count rate", ["channel"], registry=r
         )
         self.detector_temperature = Gauge(
-            "groundkey_detector_temperature_celsius", "Detector temperature", ["channel"], registry=r
+            "groundkey_detector_temperature_celsius",
+            "Detector temperature",
+            ["channel"],
+            registry=r,
         )
         self.pointing_error = Gauge(
             "groundkey_pointing_error_degrees", "Latest pointing error", registry=r
@@ -96,6 +103,19 @@ class Metrics:
         )
         self._queues = _QueueCollector()
         r.register(self._queues)
+
+    def observe_telemetry(self, message: tm.TelemetryMessage) -> None:
+        """Update gauges/counters from a telemetry message as it is published."""
+        if isinstance(message, tm.Pointing) and message.error_deg is not None:
+            self.pointing_error.set(message.error_deg)
+        elif isinstance(message, tm.CountRates):
+            for channel, rate_hz in message.rates_hz.items():
+                self.count_rate.labels(channel=channel).set(rate_hz)
+        elif isinstance(message, tm.DetectorTemps):
+            for d in message.detectors:
+                self.detector_temperature.labels(channel=str(d.channel)).set(d.temperature_c)
+        elif isinstance(message, tm.PassEvent) and message.event in ("completed", "aborted"):
+            self.passes.labels(outcome=message.event).inc()
 
     def track_queue(self, name: str, dropped: Callable[[], int], depth: Callable[[], int]) -> None:
         """Expose a bounded queue's drop counter and depth (read at scrape time)."""
@@ -193,8 +213,11 @@ class LoopLagMonitor:
     def healthy(self, max_p99_s: float = 0.5) -> bool:
         return self.p99_s <= max_p99_s
 
-    async def run(self) -> None:
-        while True:
+    async def run(self, samples: int | None = None) -> None:
+        """Sample forever (or ``samples`` times)."""
+        n = 0
+        while samples is None or n < samples:
+            n += 1
             start = self._clock()
             await asyncio.sleep(self.interval_s)
             self.record(self._clock() - start - self.interval_s)

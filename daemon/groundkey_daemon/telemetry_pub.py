@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -29,7 +28,9 @@ from typing import Any, Protocol
 import aiomqtt
 import zmq
 
-from groundkey_daemon.service_config import MqttConfig, read_secret
+from groundkey_daemon.keystore import KeyBlock
+from groundkey_daemon.metrics import Metrics
+from groundkey_daemon.service_config import MqttConfig, TelemetryConfig, read_secret
 from groundkey_protocol import telemetry as tm
 from groundkey_protocol.clock import Clock
 
@@ -37,7 +38,9 @@ __all__ = [
     "MqttTelemetryPublisher",
     "Sink",
     "TelemetryHub",
+    "TelemetryService",
     "ZmqTelemetryPublisher",
+    "announce_key_block",
     "qos_for",
 ]
 
@@ -246,10 +249,13 @@ class MqttTelemetryPublisher:
 class TelemetryHub:
     """Stamps telemetry messages and fans them out to the configured sinks."""
 
-    def __init__(self, station: str, *, clock: Clock, sinks: list[Sink]) -> None:
+    def __init__(
+        self, station: str, *, clock: Clock, sinks: list[Sink], metrics: Metrics | None = None
+    ) -> None:
         self.station = station
         self.clock = clock
         self.sinks = sinks
+        self.metrics = metrics
         self._sequencer = tm.Sequencer()
 
     @staticmethod
@@ -269,10 +275,90 @@ class TelemetryHub:
         topic = tm.topic(stamped)
         for sink in self.sinks:
             sink.publish(topic, payload, qos=qos_for(kind), retain=kind == "status")
+        if self.metrics is not None:
+            self.metrics.observe_telemetry(stamped)
         return stamped
 
 
-async def cancel_quietly(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+class TelemetryService:
+    """The ``[telemetry]`` section made real: hub + ZeroMQ PUB + MQTT, with metrics.
+
+    Run :meth:`run` in the supervisor's TaskGroup; publish through :attr:`hub`;
+    call :meth:`stop` on orderly shutdown (publishes ``offline`` and flushes).
+    """
+
+    def __init__(
+        self, config: TelemetryConfig, *, clock: Clock, metrics: Metrics | None = None
+    ) -> None:
+        self.config = config
+        station = config.station
+        self.zmq = ZmqTelemetryPublisher(config.zmq.bind, sndhwm=config.zmq.sndhwm)
+        self.mqtt = MqttTelemetryPublisher(
+            config.mqtt,
+            will_topic=f"{tm.TOPIC_ROOT}/{station}/status",
+            will_payload=TelemetryHub.will_payload(station),
+            identifier=config.mqtt.client_id or f"groundkey-{station}",
+        )
+        sinks: list[Sink] = []
+        if config.zmq.enabled:
+            sinks.append(self.zmq)
+        if config.mqtt.enabled:
+            sinks.append(self.mqtt)
+        self.hub = TelemetryHub(station, clock=clock, sinks=sinks, metrics=metrics)
+        if metrics is not None:
+            mqtt, zpub = self.mqtt, self.zmq
+            metrics.track_queue("mqtt", lambda: mqtt.dropped, lambda: len(mqtt))
+            metrics.track_queue("zmq_pub", lambda: zpub.dropped, lambda: 0)
+            metrics.mqtt_connected.set_function(lambda: float(mqtt.connected))
+
+    async def run(self) -> None:
+        if self.config.zmq.enabled:
+            self.zmq.start()
+        try:
+            if self.config.mqtt.enabled:
+                await self.mqtt.run()
+            else:
+                await asyncio.Event().wait()
+        finally:
+            self.zmq.close()
+
+    async def stop(self, timeout_s: float = 5.0) -> bool:
+        """Announce ``offline`` (retained) and wait for MQTT to flush; False on timeout."""
+        self.hub.publish(
+            tm.StationStatus(station=self.config.station, state="offline", detail="shutdown")
+        )
+        if not self.config.mqtt.enabled:
+            return True
+        return await self.mqtt.flush(timeout_s)
+
+
+def announce_key_block(
+    hub: TelemetryHub,
+    block: KeyBlock,
+    key_ids: list[str],
+    *,
+    key_bytes: int,
+    metrics: Metrics | None = None,
+) -> tm.KeyExchange:
+    """Publish a stored block's metadata (call only after ``KeyStore.store`` returned)."""
+    event = tm.KeyExchange(
+        station=hub.station,
+        pass_id=block.pass_id,
+        peer=block.peer,
+        block_id=block.block_id,
+        key_ids=list(key_ids),
+        length_bits=block.length_bits,
+        key_bytes=key_bytes,
+        qber=block.qber,
+        secret_fraction=block.secret_fraction,
+        eps_sec=block.eps_sec,
+        eps_cor=block.eps_cor,
+    )
+    if metrics is not None:
+        metrics.key_bits_stored.inc(block.length_bits)
+        metrics.key_blocks.labels(outcome="stored").inc()
+        metrics.qber.set(block.qber)
+        metrics.secret_fraction.set(block.secret_fraction)
+    stamped = hub.publish(event)
+    assert isinstance(stamped, tm.KeyExchange)
+    return stamped

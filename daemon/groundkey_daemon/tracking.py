@@ -22,6 +22,7 @@ parks after LOS.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import logging
 import math
@@ -35,7 +36,14 @@ import numpy.typing as npt
 from groundkey_drivers.errors import DeviceDisconnected, DeviceError
 from groundkey_protocol.clock import Clock
 from groundkey_protocol.devices.rotator import AzEl, RotatorLimits
-from groundkey_protocol.orbit import Pass, Station, Tle, look_angles, separation_deg
+from groundkey_protocol.orbit import (
+    Pass,
+    Station,
+    Tle,
+    look_angles,
+    predict_passes,
+    separation_deg,
+)
 from groundkey_protocol.sun import sun_azel
 
 if TYPE_CHECKING:
@@ -48,7 +56,9 @@ __all__ = [
     "TrackSample",
     "Tracker",
     "TrackingSettings",
+    "next_pass",
     "plan_track",
+    "rotator_from_config",
     "safe_route",
     "slew_path",
 ]
@@ -213,13 +223,12 @@ def safe_route(
 class TrackPlan:
     """The commanded trajectory of one pass, in mount coordinates, on a time grid.
 
-    ``sat_*`` is the true satellite direction (in the same, possibly flipped and
-    unwrapped, coordinates); ``cmd_*`` what the mount is told before lead-ahead.
+    ``cmd_*`` is what the mount is told (before lead-ahead), unwrapped into its
+    azimuth travel and, in flip mode, with elevations beyond 90.
     """
 
     times_s: FloatArray
-    sat_az_deg: FloatArray
-    sat_el_deg: FloatArray
+    sat_vec: FloatArray  # (n, 3) unit vectors north, east, up of the true satellite
     cmd_az_deg: FloatArray
     cmd_el_deg: FloatArray
     cmd_rate_az_deg_s: FloatArray
@@ -248,7 +257,11 @@ class TrackPlan:
         return AzEl(self._interp(t_s, self.cmd_az_deg), self._interp(t_s, self.cmd_el_deg))
 
     def satellite_at(self, t_s: float) -> AzEl:
-        return AzEl(self._interp(t_s, self.sat_az_deg), self._interp(t_s, self.sat_el_deg))
+        """The true satellite direction (sky coordinates: az 0-360, el <= 90)."""
+        v = np.array([self._interp(t_s, self.sat_vec[:, k]) for k in range(3)])
+        v /= np.linalg.norm(v)
+        az = math.degrees(math.atan2(float(v[1]), float(v[0]))) % 360.0
+        return AzEl(az, math.degrees(math.asin(float(np.clip(v[2], -1.0, 1.0)))))
 
     def command_rate_at(self, t_s: float) -> tuple[float, float]:
         return (
@@ -300,30 +313,73 @@ def _choose_offset(az: FloatArray, limits: RotatorLimits, near_az_deg: float) ->
     return None if best is None else best[1]
 
 
-def _to_mount_track(
-    az_sky: FloatArray, el_sky: FloatArray, flip: bool, limits: RotatorLimits, near_az_deg: float
+def _normal_track(
+    az_sky: FloatArray, el_sky: FloatArray, limits: RotatorLimits, near_az_deg: float
 ) -> tuple[FloatArray, FloatArray, bool]:
-    """Unwrapped (and flipped) mount coordinates; ``True`` if the track fits the limits."""
-    az = np.degrees(np.unwrap(np.radians(az_sky + (180.0 if flip else 0.0))))
-    el = 180.0 - el_sky if flip else el_sky.copy()
+    """Unwrapped mount azimuth; ``True`` if the whole track fits the azimuth travel."""
+    az = np.degrees(np.unwrap(np.radians(az_sky)))
     offset = _choose_offset(az, limits, near_az_deg)
     if offset is not None:
-        return az + offset, el, True
+        return az + offset, el_sky.copy(), True
     # Travel under 360 + track span: wrap into the limits; the jump becomes a
     # rate-limited unwind, marked like a keyhole manoeuvre.
     wrapped = limits.min_az_deg + (az - limits.min_az_deg) % 360.0
-    return np.minimum(wrapped, limits.max_az_deg), el, False
+    return np.minimum(wrapped, limits.max_az_deg), el_sky.copy(), False
 
 
-def _project_out_of_cone(
+def _over_the_top_track(
+    az_sky: FloatArray, el_sky: FloatArray, limits: RotatorLimits, near_az_deg: float
+) -> tuple[FloatArray, FloatArray]:
+    """Flip mode for mounts with 180 deg of elevation: each direction in whichever of
+    (az, el) and (az + 180, 180 - el) is nearer the azimuth of the vertical plane that
+    best fits the pass; above 60 deg, where azimuth swings fast and costs little, the
+    azimuth is interpolated across (the elevation runs over the zenith)."""
+    v = _unit(az_sky, el_sky)
+    horizontal = v[:, :2]
+    _, vectors = np.linalg.eigh(horizontal.T @ horizontal)
+    normal = vectors[:, 0]  # the smallest eigenvalue: the plane's horizontal normal
+    along = np.array([normal[1], -normal[0]])
+    if float(horizontal[0] @ along) < 0.0:
+        along = -along  # face the AOS point
+    plane_az = math.degrees(math.atan2(along[1], along[0]))
+    flipped = np.abs(_wrap180(az_sky - plane_az)) > 90.0
+    az = plane_az + _wrap180(np.where(flipped, az_sky + 180.0, az_sky) - plane_az)
+    el = np.where(flipped, 180.0 - el_sky, el_sky)
+    high = el_sky >= 60.0
+    if np.any(high) and not np.all(high):
+        index = np.arange(az.size)
+        az[high] = np.interp(index[high], index[~high], az[~high])
+        # Keep the pointing on the satellite's elevation circle's plane: project.
+        h = np.stack([np.cos(np.radians(az)), np.sin(np.radians(az))], axis=-1)
+        el = np.degrees(np.arctan2(v[:, 2], np.sum(horizontal * h, axis=-1)))
+    offset = _choose_offset(az, limits, near_az_deg) or 0.0
+    return az + offset, el
+
+
+def _manoeuvre(
+    cmd_az: FloatArray, cmd_el: FloatArray, sat_vec: FloatArray, step: float, tol_deg: float
+) -> BoolArray:
+    """Samples where the planned command leaves the satellite by more than ``tol_deg``,
+    widened by a second on each side for the mount to settle onto the track."""
+    cmd_vec = _unit(cmd_az, cmd_el)
+    cos = np.clip(np.sum(cmd_vec * sat_vec, axis=-1), -1.0, 1.0)
+    off = np.degrees(np.arccos(cos)) > tol_deg
+    widen = math.ceil(1.0 / step)
+    if np.any(off):
+        off = np.convolve(off, np.ones(2 * widen + 1), mode="same") > 0
+    return np.asarray(off, dtype=bool)
+
+
+def _edge_of_cone(
     az: FloatArray,
     el: FloatArray,
     sun_az: FloatArray,
     sun_el: FloatArray,
     radius_deg: float,
-    flip: bool,
+    can_flip: bool,
 ) -> tuple[FloatArray, FloatArray]:
-    """Move directions closer than ``radius_deg`` to the Sun onto the cone's edge."""
+    """Move directions closer than ``radius_deg`` to the Sun onto the cone's edge, in the
+    mount representation (normal or over the top) closest to the original command."""
     v = _unit(az, el)
     s = _unit(sun_az, sun_el)
     perp = v - np.sum(v * s, axis=-1, keepdims=True) * s
@@ -336,9 +392,15 @@ def _project_out_of_cone(
     edge = math.cos(r) * s + math.sin(r) * perp
     new_az = np.degrees(np.arctan2(edge[:, 1], edge[:, 0]))
     new_el = np.degrees(np.arcsin(np.clip(edge[:, 2], -1.0, 1.0)))
-    if flip:
-        new_az, new_el = new_az + 180.0, 180.0 - new_el
     new_az = az + _wrap180(new_az - az)
+    if can_flip:
+        flip_az = az + _wrap180(new_az + 180.0 - az)
+        flip_el = 180.0 - new_el
+        better = np.abs(flip_az - az) + np.abs(flip_el - el) < np.abs(new_az - az) + np.abs(
+            new_el - el
+        )
+        new_az = np.where(better, flip_az, new_az)
+        new_el = np.where(better, flip_el, new_el)
     return new_az, new_el
 
 
@@ -353,60 +415,80 @@ def plan_track(
     near_az_deg: float = 0.0,
     step_s: float = _PLAN_STEP_S,
 ) -> TrackPlan:
-    """Plan the commanded trajectory from AOS to LOS (see the module docstring)."""
+    """Plan the commanded trajectory from AOS to LOS (see the module docstring).
+
+    Strategies: ``none`` commands the satellite as is; ``lead`` rate-limits both axes
+    with a centred manoeuvre (the keyhole swing starts early); ``flip`` (mounts with
+    elevation travel to ~180) holds the azimuth of the pass's plane and runs the
+    elevation over the zenith. ``auto`` picks, for passes above ``keyhole_el_deg``,
+    whichever of lead and flip leaves the satellite for the least time.
+    """
     t0, t1 = pass_.aos.timestamp(), pass_.los.timestamp()
     n = max(2, math.ceil((t1 - t0) / step_s) + 1)
     times = np.linspace(t0, t1, n)
     step = float(times[1] - times[0])
     look = look_angles(tle, station, times)
+    sat_vec = _unit(look.az_deg, look.el_deg)
     high = pass_.max_el_deg >= settings.keyhole_el_deg
-    can_flip = limits.max_el_deg >= 180.0 - max(float(look.el_deg.min()), 0.0)
+    can_flip = limits.max_el_deg >= 180.0 - max(float(look.el_deg.min()), limits.min_el_deg)
+    tol = 0.25 * settings.threshold_deg
+    rates = (rates_deg_s[0] * _RATE_MARGIN, rates_deg_s[1] * _RATE_MARGIN)
+
+    def lead() -> tuple[FloatArray, FloatArray, BoolArray]:
+        az, el, _ = _normal_track(look.az_deg, look.el_deg, limits, near_az_deg)
+        az, el = _rate_limit(az, step, rates[0]), _rate_limit(el, step, rates[1])
+        return az, el, _manoeuvre(az, el, sat_vec, step, tol)
+
+    def flip() -> tuple[FloatArray, FloatArray, BoolArray]:
+        az, el = _over_the_top_track(look.az_deg, look.el_deg, limits, near_az_deg)
+        az, el = _rate_limit(az, step, rates[0]), _rate_limit(el, step, rates[1])
+        return az, el, _manoeuvre(az, el, sat_vec, step, tol)
+
     strategy = settings.keyhole
-    if strategy == "auto":
-        strategy = ("flip" if can_flip else "lead") if high else "none"
     if strategy == "flip" and not can_flip:
-        log.warning("flip strategy needs elevation travel to 180 deg; leading the swing instead")
+        log.warning("flip needs elevation travel to ~180 deg; leading the swing instead")
         strategy = "lead"
-    flip = strategy == "flip"
-    sat_az, sat_el, fits = _to_mount_track(look.az_deg, look.el_deg, flip, limits, near_az_deg)
-    limited_rates = (rates_deg_s[0] * _RATE_MARGIN, rates_deg_s[1] * _RATE_MARGIN)
-    if strategy == "none" and fits:
-        cmd_az, cmd_el = sat_az.copy(), sat_el.copy()
-    else:
-        cmd_az = _rate_limit(sat_az, step, limited_rates[0])
-        cmd_el = _rate_limit(sat_el, step, limited_rates[1])
-    # The manoeuvre: where the feasible path leaves the satellite (great circle), widened
-    # by a second on each side for the mount to settle onto the track.
-    keyhole = separation_deg(cmd_az, cmd_el, sat_az, sat_el) > 0.1
-    widen = math.ceil(1.0 / step)
-    if np.any(keyhole) and widen > 0:
-        keyhole = np.convolve(keyhole, np.ones(2 * widen + 1), mode="same") > 0
+    if strategy == "none":
+        cmd_az, cmd_el, fits = _normal_track(look.az_deg, look.el_deg, limits, near_az_deg)
+        keyhole = np.zeros(n, dtype=bool)
+        if not fits:  # an unwind through the azimuth travel cannot be avoided
+            cmd_az, cmd_el, keyhole = lead()
+    elif strategy == "lead" or (strategy == "auto" and not (high and can_flip)):
+        cmd_az, cmd_el, keyhole = lead()
+        strategy = "lead" if np.any(keyhole) or strategy == "lead" else "none"
+    elif strategy == "flip":
+        cmd_az, cmd_el, keyhole = flip()
+    else:  # auto, high pass, flip possible: the one that stays on the satellite longer
+        lead_plan, flip_plan = lead(), flip()
+        use_flip = np.count_nonzero(flip_plan[2]) < np.count_nonzero(lead_plan[2])
+        cmd_az, cmd_el, keyhole = flip_plan if use_flip else lead_plan
+        strategy = "flip" if use_flip else "lead"
     sun_hold = np.zeros(n, dtype=bool)
     if settings.sun_avoid_deg > 0.0:
         sun_az, sun_el = sun_azel(station, times)
         if float(sun_el.max()) > -settings.sun_avoid_deg:
-            sun_hold = separation_deg(sat_az, sat_el, sun_az, sun_el) < settings.sun_avoid_deg
+            sun_hold = separation_deg(look.az_deg, look.el_deg, sun_az, sun_el) < (
+                settings.sun_avoid_deg
+            )
             radius = settings.sun_avoid_deg + settings.sun_margin_deg
             close = separation_deg(cmd_az, cmd_el, sun_az, sun_el) < radius
             if np.any(close):
-                new_az, new_el = _project_out_of_cone(
-                    cmd_az[close], cmd_el[close], sun_az[close], sun_el[close], radius, flip
+                cmd_az[close], cmd_el[close] = _edge_of_cone(
+                    cmd_az[close], cmd_el[close], sun_az[close], sun_el[close], radius, can_flip
                 )
-                cmd_az[close], cmd_el[close] = new_az, new_el
                 sun_hold |= close
     cmd_az = np.clip(cmd_az, limits.min_az_deg, limits.max_az_deg)
     cmd_el = np.clip(cmd_el, limits.min_el_deg, limits.max_el_deg)
     return TrackPlan(
         times_s=times,
-        sat_az_deg=sat_az,
-        sat_el_deg=sat_el,
+        sat_vec=sat_vec,
         cmd_az_deg=cmd_az,
         cmd_el_deg=cmd_el,
         cmd_rate_az_deg_s=np.gradient(cmd_az, step),
         cmd_rate_el_deg_s=np.gradient(cmd_el, step),
         keyhole=keyhole & ~sun_hold,
         sun_hold=sun_hold,
-        flip=flip,
+        flip=strategy == "flip",
         strategy=strategy,
     )
 
@@ -787,3 +869,53 @@ def _pair(value: AzEl) -> tuple[float, float]:
 
 def _close(a: AzEl, b: AzEl) -> bool:
     return abs(a.az_deg - b.az_deg) <= _ARRIVED_DEG and abs(a.el_deg - b.el_deg) <= _ARRIVED_DEG
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def next_pass(
+    tle: Tle,
+    station: Station,
+    start: dt.datetime,
+    *,
+    min_el_deg: float,
+    hours: float = 48.0,
+    dark_sun_el_deg: float | None = None,
+) -> tuple[Pass, list[tuple[Pass, float]]]:
+    """The first pass after ``start`` (optionally only with the Sun below
+    ``dark_sun_el_deg`` at TCA) and the passes skipped for daylight with the Sun's
+    elevation. Raises LookupError when there is none in ``hours``."""
+    skipped: list[tuple[Pass, float]] = []
+    for candidate in predict_passes(tle, station, start, hours, min_el_deg):
+        if candidate.aos < start:
+            continue
+        if dark_sun_el_deg is not None:
+            _, sun_el = sun_azel(station, np.array([candidate.tca.timestamp()]))
+            if float(sun_el[0]) > dark_sun_el_deg:
+                skipped.append((candidate, float(sun_el[0])))
+                continue
+        return candidate, skipped
+    raise LookupError(f"no pass of {tle} above {min_el_deg:g} deg within {hours:g} h")
+
+
+def rotator_from_config(config: Config) -> Rotator:
+    """The driver named by ``[rotator]`` (not opened). ConfigError on a bad URL/protocol."""
+    from groundkey_daemon.errors import ConfigError
+    from groundkey_drivers.rotator.registry import create_rotator
+
+    r = config.rotator
+    if not r.url:
+        raise ConfigError("rotator.url: required (serial:///dev/ttyUSB0?baud=9600 or tcp://...)")
+    try:
+        return create_rotator(
+            r.protocol,
+            r.url,
+            name=r.name,
+            limits=r.limits(),
+            park=r.park(),
+            slew_rate_deg_s=r.slew_rate_deg_s(),
+            timeout_s=r.timeout_s,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"rotator: {exc}") from None

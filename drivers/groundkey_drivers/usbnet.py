@@ -52,6 +52,7 @@ class UsbnetBackend(usb.backend.IBackend):  # type: ignore[misc]
         self._reader = tt.UsbnetReader()
         self._pending: list[tt.UsbnetMessage] = []
         self._lock = threading.Lock()
+        self._gone = False  # link dropped: handles are stale until the next enumeration
 
     def __repr__(self) -> str:
         return f"UsbnetBackend({self.host}:{self.port})"
@@ -60,6 +61,7 @@ class UsbnetBackend(usb.backend.IBackend):  # type: ignore[misc]
 
     def _no_device(self, why: str) -> usb.core.USBError:
         self.disconnect()
+        self._gone = True
         return usb.core.USBError(f"usbnet {self.host}:{self.port}: {why}", errno=errno.ENODEV)
 
     def disconnect(self) -> None:
@@ -73,6 +75,10 @@ class UsbnetBackend(usb.backend.IBackend):  # type: ignore[misc]
 
     def _call(self, msg: tt.UsbnetMessage, timeout_s: float | None = None) -> tt.UsbnetMessage:
         with self._lock:
+            if msg.op == tt.OP_ENUMERATE:
+                self._gone = False
+            elif self._gone:
+                raise usb.core.USBError("no such device (it re-enumerated)", errno=errno.ENODEV)
             if self._sock is None:
                 try:
                     self._sock = socket.create_connection((self.host, self.port), self.timeout_s)
@@ -126,9 +132,7 @@ class UsbnetBackend(usb.backend.IBackend):  # type: ignore[misc]
     def get_endpoint_descriptor(
         self, dev: _Dev, ep: int, intf: int, alt: int, config: int
     ) -> _Desc:
-        return _Desc(
-            dev.desc["endpoints"][ep], bRefresh=0, bSynchAddress=0, extra_descriptors=[]
-        )
+        return _Desc(dev.desc["endpoints"][ep], bRefresh=0, bSynchAddress=0, extra_descriptors=[])
 
     def open_device(self, dev: _Dev) -> _Dev:
         return dev
@@ -169,14 +173,15 @@ class UsbnetBackend(usb.backend.IBackend):  # type: ignore[misc]
         except usb.core.USBError:
             pass  # the device re-enumerates and the link drops: that is the reset
         self.disconnect()
+        self._gone = True
 
     def ctrl_transfer(
         self,
         dev_handle: _Dev,
-        bmRequestType: int,  # noqa: N803 (pyusb's names)
-        bRequest: int,  # noqa: N803
-        wValue: int,  # noqa: N803
-        wIndex: int,  # noqa: N803
+        bmRequestType: int,
+        bRequest: int,
+        wValue: int,
+        wIndex: int,
         data: array.array[int],
         timeout: int,
     ) -> int:

@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -24,7 +25,8 @@ from groundkey_daemon.delivery import (
     create_key_pair,
     load_public_key,
 )
-from groundkey_daemon.keystore import KeyBlock, KeyStore
+from groundkey_daemon.keystore import KeyBlock, KeyStore, key_ids_for
+from groundkey_daemon.metrics import Metrics
 
 T0_S = 1482105600.0
 
@@ -74,6 +76,7 @@ async def served(tmp_path: Path, keys: Keys) -> AsyncIterator[tuple[DeliveryServ
             bind="tcp://127.0.0.1:0",
             server_secret_key_file=keys.server_secret,
             allow_dir=keys.allow_dir,
+            metrics=Metrics(),
         )
         await server.start()
         task = asyncio.create_task(server.serve())
@@ -109,13 +112,17 @@ async def test_allowed_consumer_gets_keys_and_ack_erases(
     async with client(server, keys, keys.alice_secret) as c:
         got = await c.get(48, "r1")
         assert [k.material for k in got] == [block.material[:32], block.material[32:64]]
-        assert block.material.hex() not in repr(got)
+        assert base64.b64encode(block.material[:30]).decode() not in repr(got)
         again = await c.get(48, "r1")  # a lost reply is retried with the same request ID
         assert [k.key_ID for k in again] == [k.key_ID for k in got]
         assert await c.ack("r1") == 2
     counts = await server.store.counts()
     assert counts["acknowledged"] == 2
     assert counts["available"] == 6
+    assert server.metrics is not None
+    text = server.metrics.render().decode()
+    assert 'groundkey_delivery_requests_total{result="ok"} 3.0' in text
+    assert "groundkey_key_bits_delivered_total 1024.0" in text  # 2 keys, sent twice
 
 
 async def test_unknown_consumer_gets_nothing(
@@ -162,8 +169,6 @@ async def test_peer_lookup_over_the_wire(
 ) -> None:
     server, block = served
     async with client(server, keys, keys.alice_secret) as c:
-        from groundkey_daemon.keystore import key_ids_for
-
         wanted = key_ids_for(block.block_id, 8)[5:7]
         got = await c.get_ids(wanted, "dec-1")
         assert [k.key_ID for k in got] == wanted
@@ -171,6 +176,11 @@ async def test_peer_lookup_over_the_wire(
 
 
 def _start_server(tmp_path: Path, keys: Keys) -> tuple[subprocess.Popen[str], str]:
+    """``groundkey keys serve`` in a subprocess, under a fake systemd notify socket."""
+    notify_name = f"gk-test-{uuid.uuid4().hex}"
+    notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify_sock.bind("\0" + notify_name)
+    notify_sock.settimeout(60)
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "groundkey_daemon.cli", "keys", "serve",
@@ -179,10 +189,19 @@ def _start_server(tmp_path: Path, keys: Keys) -> tuple[subprocess.Popen[str], st
         ],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "NOTIFY_SOCKET": "@" + notify_name},
     )  # fmt: skip
-    assert proc.stdout is not None
-    endpoint = proc.stdout.readline().strip()
-    assert endpoint.startswith("tcp://127.0.0.1:"), endpoint
+    try:
+        assert proc.stdout is not None
+        endpoint = proc.stdout.readline().strip()
+        assert endpoint.startswith("tcp://127.0.0.1:"), endpoint
+        ready = notify_sock.recv(4096).decode()
+        assert ready.startswith("READY=1\nSTATUS=serving keys on tcp://"), ready
+    except BaseException:
+        _kill(proc)
+        raise
+    finally:
+        notify_sock.close()
     return proc, endpoint
 
 
@@ -246,3 +265,13 @@ async def test_at_most_once_across_server_sigkill(tmp_path: Path, keys: Keys) ->
         assert await store.counts() == {
             "available": 0, "reserved": 0, "acknowledged": 4, "expired": 0,
         }  # fmt: skip
+
+
+def test_keygen_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from groundkey_daemon.cli import main
+
+    assert main(["keys", "keygen", "--dir", str(tmp_path / "k"), "kms"]) == 0
+    public, secret = capsys.readouterr().out.split()
+    assert public.endswith("kms.key")
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    assert len(load_public_key(public)) == 40  # Z85 of a 32-byte Curve25519 key

@@ -211,3 +211,81 @@ async def test_sigkill_between_reserve_and_ack_loses_and_duplicates_nothing(
         assert await store.acknowledge("kms-a", "req-crash") == 2
         counts = await store.counts()
         assert counts == {"available": 0, "reserved": 4, "acknowledged": 2, "expired": 0}
+
+
+_CHURN = textwrap.dedent(
+    """
+    import asyncio, sys
+    from groundkey_daemon.keystore import KeyStore
+
+    async def main():
+        async with KeyStore(sys.argv[1], key_size_bytes=32) as store:
+            i = int(sys.argv[2])
+            while True:
+                await store.reserve(f"c{i % 3}", f"r{i}", 32 * (1 + i % 3))
+                if i % 2:
+                    await store.acknowledge(f"c{i % 3}", f"r{i}")
+                print(i, flush=True)
+                i += 1
+
+    asyncio.run(main())
+    """
+)
+
+
+def _churn_and_kill(state_dir: Path, first: int, n_lines: int) -> int:
+    """Run the churn script; SIGKILL it after ``n_lines`` completed operations."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHURN, str(state_dir), str(first)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    last = first - 1
+    for _ in range(n_lines):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        last = int(line)
+    proc.send_signal(signal.SIGKILL)  # mid-way through the next reserve or ack
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    return last
+
+
+def _check_invariants(path: Path, n_keys: int, last_request: int) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM keys").fetchone() == (n_keys,)  # none lost
+        rows = conn.execute(
+            "SELECT request_id, count(*), count(DISTINCT consumer), min(consumer) FROM keys"
+            " WHERE state != 'available' GROUP BY request_id"
+        ).fetchall()
+        for request_id, n, consumers, consumer in rows:
+            i = int(request_id[1:])
+            assert i <= last_request + 1  # at most the one in flight when killed
+            assert n == 1 + i % 3  # a request is reserved entirely or not at all
+            assert (consumers, consumer) == (1, f"c{i % 3}")  # one consumer per key
+    finally:
+        conn.close()
+
+
+async def test_sigkill_at_random_points_keeps_every_key_accounted_for(tmp_path: Path) -> None:
+    n_keys = 64 * 6
+    async with KeyStore(tmp_path, key_size_bytes=32) as store:
+        for i in range(6):
+            await store.store(block(200 + i, 64 * 32))
+    rng = np.random.default_rng(2016)
+    first = 0
+    for _ in range(3):
+        last = await asyncio.to_thread(_churn_and_kill, tmp_path, first, int(rng.integers(3, 30)))
+        _check_invariants(tmp_path / DB_NAME, n_keys, last)
+        first = last + 2  # the request in flight may or may not have committed
+    async with KeyStore(tmp_path, key_size_bytes=32) as store:
+        counts = await store.counts()
+        assert sum(counts.values()) == n_keys
+        for request_id in await store.pending():
+            i = int(request_id[1:])
+            await store.acknowledge(f"c{i % 3}", request_id)  # recovered and finished
+        assert (await store.counts())["reserved"] == 0

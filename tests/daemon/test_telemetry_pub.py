@@ -1,16 +1,22 @@
 from __future__ import annotations
 
+import base64
 import json
+import uuid
+from pathlib import Path
 
 import pytest
 import zmq
 import zmq.asyncio
 
+from groundkey_daemon.keystore import KeyBlock, KeyStore
+from groundkey_daemon.metrics import Metrics
 from groundkey_daemon.service_config import MqttConfig
 from groundkey_daemon.telemetry_pub import (
     MqttTelemetryPublisher,
     TelemetryHub,
     ZmqTelemetryPublisher,
+    announce_key_block,
 )
 from groundkey_protocol import telemetry as tm
 from groundkey_protocol.clock import SimClock, parse_utc
@@ -84,7 +90,7 @@ async def test_zmq_pub_reaches_a_real_subscriber_in_order() -> None:
         for i in range(5):
             hub.publish(tm.Pointing(station=STATION, az_deg=float(i), el_deg=45.0))
         tracker = tm.SequenceTracker()
-        seen = []
+        seen: list[tuple[int, float]] = []
         while len(seen) < 5:
             assert await sub.poll(30_000)
             topic, payload = await sub.recv_multipart()
@@ -100,3 +106,49 @@ async def test_zmq_pub_reaches_a_real_subscriber_in_order() -> None:
         ctx.term()
         pub.close()
     assert pub.dropped == 0
+
+
+async def test_key_block_is_announced_after_it_is_durable(tmp_path: Path) -> None:
+    rec = Recorder()
+    hub = TelemetryHub(STATION, clock=clock(), sinks=[rec])
+    metrics = Metrics()
+    material = bytes(range(256)) * 2
+    block = KeyBlock(
+        block_id=str(uuid.uuid4()),
+        pass_id="41731-20161219T1302",
+        peer="micius",
+        material=material,
+        qber=0.011,
+        eps_sec=1e-9,
+        eps_cor=1e-15,
+        secret_fraction=0.07,
+    )
+    async with KeyStore(tmp_path, key_size_bytes=64) as store:
+        key_ids = await store.store(block)  # durable first ...
+        event = announce_key_block(hub, block, key_ids, key_bytes=64, metrics=metrics)
+    [(topic, payload, qos, retain)] = rec.items  # ... then announced
+    assert (topic, qos, retain) == ("groundkey/xinglong/keyexchange", 1, False)
+    assert tm.decode(payload) == event
+    assert event.key_ids == key_ids
+    assert event.length_bits == 4096
+    assert material[:16].hex() not in payload.decode()
+    assert base64.b64encode(material[:12]) not in payload
+    assert b"groundkey_key_bits_stored_total 4096.0" in metrics.render()
+
+
+def test_hub_feeds_metrics() -> None:
+    metrics = Metrics()
+    hub = TelemetryHub(STATION, clock=clock(), sinks=[], metrics=metrics)
+    hub.publish(tm.Pointing(station=STATION, az_deg=1.0, el_deg=2.0, error_deg=0.004))
+    hub.publish(tm.CountRates(station=STATION, rates_hz={"1": 1500.0}))
+    hub.publish(
+        tm.DetectorTemps(
+            station=STATION, detectors=[tm.DetectorReading(channel=2, temperature_c=-40.5)]
+        )
+    )
+    hub.publish(tm.PassEvent(station=STATION, event="completed", pass_id="p", satellite="M"))
+    text = metrics.render().decode()
+    assert "groundkey_pointing_error_degrees 0.004" in text
+    assert 'groundkey_detector_count_rate_hertz{channel="1"} 1500.0' in text
+    assert 'groundkey_detector_temperature_celsius{channel="2"} -40.5' in text
+    assert 'groundkey_passes_total{outcome="completed"} 1.0' in text

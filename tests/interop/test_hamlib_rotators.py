@@ -103,11 +103,12 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def real_rotctld() -> AsyncIterator[int]:
+async def real_rotctld(*backend: str) -> AsyncIterator[int]:
+    """Debian's rotctld on a free port, ``backend`` args (default: the dummy, -m 1)."""
     exe = require_binary("rotctld", "libhamlib-utils")
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
-        exe, "-m", "1", "-T", "127.0.0.1", "-t", str(port),
+        exe, *(backend or ("-m", "1")), "-T", "127.0.0.1", "-t", str(port),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -146,3 +147,25 @@ async def test_our_rotctld_driver_drives_real_rotctld_dummy() -> None:
             assert not isinstance(rejected.value, LimitError)
             await rot.stop()
             await rot.park()
+
+
+async def test_real_rotctld_fronting_our_gs232b_emulator_reports_silence_as_rprt_5() -> None:
+    """Driver -> real rotctld -> our emulated GS-232B on a pty; a silent controller makes
+    Hamlib retry C2 and answer RPRT -5 (ETIMEOUT), which the driver raises as rejected."""
+    mount = fast_mount()
+    mount.teleport(AzEl(181.0, 8.0))
+    async with (
+        await serve_pty("gs232b", mount=mount) as server,
+        real_rotctld("-m", "603", "-r", server.endpoint, "-s", "9600") as port,
+        Rotctld(f"tcp://127.0.0.1:{port}", name="via-rotctld", timeout_s=20) as rot,
+    ):
+        assert await rot.position() == AzEl(181.0, 8.0)
+        await rot.point(AzEl(200.0, 20.0))
+        await rot.position()  # handled in order
+        assert mount.target == AzEl(200.0, 20.0)
+        server.inject("silence")
+        with pytest.raises(DeviceRejected) as rejected:
+            await rot.position()
+        assert "-5" in str(rejected.value)
+        server.clear("silence")
+        assert (await rot.position()).az_deg >= 181.0

@@ -20,7 +20,7 @@ from groundkey_protocol import telemetry as tm
 from groundkey_protocol.clock import SimClock, parse_utc
 from tests.conftest import require_binary
 
-ACL = Path(__file__).resolve().parents[2] / "config" / "mosquitto" / "acl"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "mosquitto"
 STATION = "xinglong"
 PASSWORDS = {"groundkey": "station-pw", "operator": "operator-pw", "partner": "partner-pw"}
 LINE_TIMEOUT_S = 30.0
@@ -35,7 +35,7 @@ def free_port() -> int:
 class Broker:
     """A mosquitto on an ephemeral localhost port with the sample ACL and a password file."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, tls: tuple[Path, Path, Path] | None = None) -> None:
         self.mosquitto = require_binary("mosquitto", "mosquitto")
         passwd = require_binary("mosquitto_passwd", "mosquitto")
         self.workdir = workdir
@@ -45,16 +45,26 @@ class Broker:
             create = ["-c"] if i == 0 else []
             subprocess.run([passwd, *create, "-b", str(pw_file), user, password], check=True)
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            "per_listener_settings false\n"
-            "allow_anonymous false\n"
-            f"password_file {pw_file}\n"
-            f"acl_file {ACL}\n"
-            f"listener {self.port} 127.0.0.1\n"
-            "persistence true\n"
-            f"persistence_location {workdir}/\n"
-            "user root\n"
-        )
+        # the shipped sample config, pointed at this test's files and port
+        sample = (CONFIG_DIR / "mosquitto.conf").read_text()
+        for old, new in {
+            "/etc/mosquitto/groundkey.passwd": str(pw_file),
+            "/etc/mosquitto/groundkey.acl": str(CONFIG_DIR / "acl"),
+            "listener 1883 127.0.0.1": f"listener {self.port} 127.0.0.1",
+            "persistence_location /var/lib/mosquitto/": f"persistence_location {workdir}/",
+        }.items():
+            assert old in sample, old
+            sample = sample.replace(old, new)
+        self.conf.write_text(sample + "user root\n")
+        self.tls_port = 0
+        if tls is not None:
+            self.tls_port = free_port()
+            ca, cert, key = tls
+            with self.conf.open("a") as f:
+                f.write(
+                    f"listener {self.tls_port} 127.0.0.1\n"
+                    f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+                )
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -68,7 +78,9 @@ class Broker:
         async with asyncio.timeout(30):
             while True:
                 try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                    _, writer = await asyncio.open_connection(
+                        "127.0.0.1", self.tls_port or self.port
+                    )
                 except OSError:
                     await asyncio.sleep(0.05)
                     continue
@@ -82,7 +94,7 @@ class Broker:
             await asyncio.wait_for(self.proc.wait(), 30)
         self.proc = None
 
-    def mqtt_config(self, user: str = "groundkey", **overrides: object) -> MqttConfig:
+    def mqtt_config(self, user: str, **overrides: object) -> MqttConfig:
         pw_file = self.workdir / f"{user}.password"
         pw_file.write_text(PASSWORDS[user] + "\n")
         fields: dict[str, object] = {
@@ -106,10 +118,11 @@ class Sub:
 
     @classmethod
     async def start(
-        cls, broker: Broker, user: str, *topics: str, extra: tuple[str, ...] = ()
+        cls, broker: Broker, user: str, *topics: str, extra: tuple[str, ...] = (), port: int = 0
     ) -> Sub:
         exe = require_binary("mosquitto_sub", "mosquitto-clients")
-        args = [exe, "-p", str(broker.port), "-u", user, "-P", PASSWORDS[user], "-v", *extra]
+        args = [exe, "-p", str(port or broker.port), "-u", user, "-P", PASSWORDS[user], "-v"]
+        args += extra
         for t in topics:
             args += ["-t", t]
         proc = await asyncio.create_subprocess_exec(
@@ -161,7 +174,7 @@ async def station(
     broker: Broker, **overrides: object
 ) -> AsyncIterator[tuple[TelemetryHub, MqttTelemetryPublisher]]:
     pub = MqttTelemetryPublisher(
-        broker.mqtt_config(**overrides),
+        broker.mqtt_config("groundkey", **overrides),
         will_topic=f"groundkey/{STATION}/status",
         will_payload=TelemetryHub.will_payload(STATION),
         identifier=f"groundkey-{STATION}",
@@ -243,7 +256,7 @@ asyncio.run(main())
 
 
 async def test_will_marks_station_offline_when_the_station_dies(broker: Broker) -> None:
-    cfg = broker.mqtt_config()
+    cfg = broker.mqtt_config("groundkey")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _VANISHING_STATION, str(broker.port), str(cfg.password_file),
         stdout=asyncio.subprocess.PIPE,
@@ -341,3 +354,98 @@ async def test_broker_restart_backlog_catches_up_in_order_and_counts_drops(
     assert seqs == [1, 2, 6, 7, 8, 9, 10]  # in order; 3..5 dropped, counted, and detected
     assert tracker.missing == 3
     assert pub.connects >= 2
+
+
+async def test_telemetry_service_with_metrics_and_orderly_stop(broker: Broker) -> None:
+    from groundkey_daemon.metrics import Metrics
+    from groundkey_daemon.service_config import TelemetryConfig, ZmqPubConfig
+    from groundkey_daemon.telemetry_pub import TelemetryService
+
+    config = TelemetryConfig(
+        station=STATION,
+        zmq=ZmqPubConfig(bind="tcp://127.0.0.1:0"),
+        mqtt=broker.mqtt_config("groundkey"),
+    )
+    metrics = Metrics()
+    service = TelemetryService(
+        config, clock=SimClock(epoch=parse_utc("2016-12-19T13:00Z")), metrics=metrics
+    )
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.mqtt.wait_connected(), 30)
+        assert service.zmq.endpoint.startswith("tcp://127.0.0.1:")
+        service.hub.publish(tm.StationStatus(station=STATION, state="idle"))
+        assert await service.mqtt.flush(30)
+        assert b"groundkey_mqtt_connected 1.0" in metrics.render()
+        assert await service.stop(timeout_s=30)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    sub = await Sub.start(broker, "partner", f"groundkey/{STATION}/status")
+    try:
+        status = tm.decode((await sub.line())[1])
+    finally:
+        await sub.close()
+    assert isinstance(status, tm.StationStatus)
+    assert (status.state, status.detail, status.seq) == ("offline", "shutdown", 2)
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+    openssl = require_binary("openssl", "openssl")
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    cert, key, csr = directory / "server.crt", directory / "server.key", directory / "server.csr"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=gk-ca"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=localhost"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "2", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run([openssl, *map(str, cmd)], check=True, capture_output=True, timeout=60)
+    return ca, cert, key
+
+
+async def test_publisher_over_tls_with_password(tmp_path: Path) -> None:
+    from groundkey_daemon.service_config import TlsConfig
+
+    ca, cert, key = await asyncio.to_thread(make_certificates, tmp_path)
+    tls_broker = Broker(tmp_path, tls=(ca, cert, key))
+    await tls_broker.start()
+    try:
+        config = tls_broker.mqtt_config(
+            "groundkey", port=tls_broker.tls_port, tls=TlsConfig(ca_file=str(ca))
+        )
+        pub = MqttTelemetryPublisher(
+            config,
+            will_topic=f"groundkey/{STATION}/status",
+            will_payload=TelemetryHub.will_payload(STATION),
+        )
+        hub = TelemetryHub(
+            STATION, clock=SimClock(epoch=parse_utc("2016-12-19T13:00Z")), sinks=[pub]
+        )
+        task = asyncio.create_task(pub.run())
+        sub = await Sub.start(
+            tls_broker,
+            "partner",
+            f"groundkey/{STATION}/status",
+            f"groundkey/{STATION}/keyexchange",
+            extra=("--cafile", str(ca), "-h", "127.0.0.1"),
+            port=tls_broker.tls_port,
+        )
+        try:
+            hub.publish(tm.StationStatus(station=STATION, state="online"))
+            await sub.until(lambda t, _: t.endswith("/status"))
+            hub.publish(key_event(1))
+            _, payload = await sub.until(lambda t, _: t.endswith("/keyexchange"))
+            assert tm.decode(payload).seq == 1
+        finally:
+            await sub.close()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await tls_broker.stop()

@@ -182,3 +182,22 @@ def test_poly127_padding_distinguishes_trailing_zeros() -> None:
     key = bytes(range(16))
     assert poly127_hash(key, b"\x00" * 15) != poly127_hash(key, b"\x00" * 14)
     assert poly127_hash(key, b"") != poly127_hash(key, b"\x00")
+
+
+def test_forged_frames_do_not_move_the_window() -> None:
+    alice, bob = hmac_pair()
+    genuine = alice.seal(b"real")
+    forged = bytearray(genuine)
+    forged[4:12] = (2**63).to_bytes(8, "big")  # far-future seq with a bogus tag
+    with pytest.raises(TagMismatchError):
+        bob.open(bytes(forged))
+    assert bob.open(genuine) == b"real"  # HMAC: nothing was spent, still accepted
+
+
+def test_huge_sequence_jump_is_cheap() -> None:
+    w = ReplayWindow()
+    w.mark(1)
+    w.mark(2**62)
+    with pytest.raises(ReplayError):
+        w.check(1)
+    w.check(2**62 + 1)

@@ -256,6 +256,12 @@ def test_rotctld_server_transcript(line: bytes, answer: bytes) -> None:
     assert device.respond(command, mount_at(7.22, 7.22, HAMLIB_LIMITS)) == answer
 
 
+def test_rotctld_server_can_be_as_silent_as_real_rotctld() -> None:
+    device = RotctldDevice(silent_unknown=True)
+    [command] = device.feed(b"xyz\n")
+    assert device.respond(command, mount_at(0.0, 0.0)) == b""
+
+
 def test_rotctld_server_parses_quit_and_extended() -> None:
     assert RotctldDevice().feed(b"q\n+\\get_pos\n") == [Quit(), Extended(GetPosition(), "\n")]
 

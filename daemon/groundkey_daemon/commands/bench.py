@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
@@ -15,10 +16,45 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--only", default="", help="comma-separated name prefixes, e.g. cascade,toeplitz"
     )
+    parser.add_argument(
+        "suite",
+        nargs="?",
+        choices=["reconcile"],
+        help="reconcile: sweep Cascade and LDPC over QBER (efficiency, FER)",
+    )
+    parser.add_argument("--plot", metavar="FILE.png", help="with reconcile: draw f and FER")
+    parser.add_argument(
+        "--frames", type=int, default=32, help="with reconcile: frames per point (default 32)"
+    )
     parser.set_defaults(run=run)
 
 
+def run_reconcile(args: argparse.Namespace) -> int:
+    from groundkey_daemon.bench.ldpc import default_methods, plot_sweep, reconcile_sweep
+
+    if args.frames < 1:
+        raise UserError("--frames must be at least 1")
+    qbers = [0.01, 0.02, 0.03, 0.05, 0.08]
+    points = reconcile_sweep(default_methods(), qbers, frames=args.frames)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(p) for p in points], indent=1))
+    for p in [] if args.json else points:
+        print(
+            f"{p.method:<18} qber {100 * p.qber:4.1f} %  f {p.efficiency:6.3f}  "
+            f"FER {p.fer:7.4f}  {p.messages:4d} messages  {p.bits_per_s / 1e6:6.2f} Mbit/s",
+            flush=True,
+        )
+    if args.plot:
+        plot_sweep(points, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.suite == "reconcile":
+        return run_reconcile(args)
+    if args.plot:
+        raise UserError("--plot needs the reconcile suite: groundkey bench reconcile --plot F")
     from groundkey_daemon.bench import Record, all_benchmarks
 
     prefixes = [p.strip() for p in args.only.split(",") if p.strip()]

@@ -43,6 +43,9 @@ def register(sub: Any) -> None:
     serve.add_argument("--server-key", type=Path, required=True, help="server's NAME.key_secret")
     serve.add_argument("--allow-dir", type=Path, required=True, help="allowed consumers' *.key")
     serve.add_argument("--key-size-bytes", type=int, default=32)
+    serve.add_argument(
+        "--reservation-ttl", type=float, default=86400.0, help="seconds before unacked keys expire"
+    )
     serve.set_defaults(run=run_serve)
 
 
@@ -99,6 +102,7 @@ def run_get(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from groundkey_daemon.delivery import DeliveryServer
     from groundkey_daemon.keystore import KeyStore
+    from groundkey_daemon.sdnotify import notify
 
     async def main() -> None:
         async with KeyStore(args.state_dir, key_size_bytes=args.key_size_bytes) as store:
@@ -109,8 +113,12 @@ def run_serve(args: argparse.Namespace) -> int:
                 allow_dir=args.allow_dir,
             )
             try:
-                print(await server.start(), flush=True)
-                await server.serve()
+                endpoint = await server.start()
+                print(endpoint, flush=True)
+                notify(f"READY=1\nSTATUS=serving keys on {endpoint}")
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(server.serve(), name="delivery")
+                    tg.create_task(server.expire_loop(args.reservation_ttl), name="expire")
             finally:
                 await server.close()
 

@@ -9,7 +9,7 @@ import contextlib
 import logging
 from collections import deque
 from types import TracebackType
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from groundkey_drivers.errors import (
     DeviceDisconnected,
@@ -56,7 +56,7 @@ class Rotator(abc.ABC):
         self.park_position = park
         self.slew_rate_deg_s = slew_rate_deg_s  # (azimuth, elevation), for planning
 
-    async def __aenter__(self) -> Rotator:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
@@ -224,32 +224,41 @@ class CodecRotator(Rotator):
     # --- one command --------------------------------------------------------------
 
     async def _transact(self, command: Command, label: str) -> Reply | None:
-        """Send ``command``; the reply if the protocol has one."""
+        """Send ``command``; the reply if the protocol has one.
+
+        A command that did not complete (timeout, cancellation, lost link) leaves the
+        exchange ``stale``: before the next command, unread input is dropped and the
+        parser reset, and protocols with ``reconnect_on_timeout`` re-open the link so
+        that a late reply is never taken for the next answer.
+        """
         async with self._lock:
+            if self._stale and self.reconnect_on_timeout:
+                await self._transport.close()
             await self._ensure_connected(label)
             if self._stale:
                 self._transport.discard_input()
                 self._reset_parser()
             request = self._codec.encode(command)
+            log.debug("%s %s: -> %r", self.name, label, request.data)
+            self._stale = True
             try:
                 async with asyncio.timeout(self.timeout_s):
                     await self._transport.write(request.data)
-                    if not request.expects_reply:
-                        return None
-                    return await self._next_reply(label)
+                    reply = await self._next_reply(label) if request.expects_reply else None
             except TimeoutError:
-                self._stale = True
-                if self.reconnect_on_timeout:
-                    await self._transport.close()
                 raise DeviceTimeout(
                     f"no reply to {request.data!r} within {self.timeout_s:g} s",
                     device=self.name,
                     command=label,
                 ) from None
+            except DeviceRejected:
+                self._stale = False  # a complete (error) reply was read
+                raise
             except DeviceDisconnected as exc:
-                self._pending.clear()
                 await self._transport.close()
                 raise DeviceDisconnected(str(exc), device=self.name, command=label) from exc
+            self._stale = False
+            return reply
 
     async def _next_reply(self, label: str) -> Reply:
         while True:

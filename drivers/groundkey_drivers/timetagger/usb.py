@@ -108,7 +108,8 @@ class UsbTimeTagger(TimeTagger):
             if queue is not None:
                 try:
                     loop.call_soon_threadsafe(
-                        queue.put_nowait, DeviceError(f"bulk reader failed: {exc}", device=self.name)
+                        queue.put_nowait,
+                        DeviceError(f"bulk reader failed: {exc}", device=self.name),
                     )
                 except RuntimeError:
                     pass
@@ -182,7 +183,11 @@ class UsbTimeTagger(TimeTagger):
             await asyncio.to_thread(thread.join)
 
     async def control(
-        self, request_type: int, request: int, value: int = 0, index: int = 0,
+        self,
+        request_type: int,
+        request: int,
+        value: int = 0,
+        index: int = 0,
         data_or_length: bytes | int | None = None,
     ) -> bytes:
         """A raw control transfer (returns IN data, b"" for OUT)."""

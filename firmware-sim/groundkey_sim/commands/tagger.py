@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import urllib.parse
 from typing import Any
 
@@ -19,11 +20,36 @@ def register(sub: Any) -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds of data")
     parser.add_argument("--seed", type=int, default=1, help="downlink seed (secret in service)")
     parser.add_argument("--serial", default="GKTT0001")
+    parser.add_argument(
+        "--bench",
+        action="store_true",
+        help="generate the whole run, print JSON stats (wall_s, tags, peak_rss_mib), exit",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.bench:
+        return _bench(args)
     return asyncio.run(_serve(args))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import resource
+    import time
+
+    from groundkey_sim.downlink import Downlink, preset
+
+    start = parse_utc(args.start).timestamp() if args.start else None
+    t0 = time.perf_counter()
+    link = Downlink(preset(args.preset), seed=args.seed, start_unix_s=start,
+                    duration_s=args.duration)
+    tags = sum(len(chunk) for chunk in link.chunks(0.1))
+    wall_s = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    stats = {"wall_s": wall_s, "tags": tags, "sim_s": link.duration_s, "peak_rss_mib": rss}
+    print(json.dumps(stats), flush=True)
+    return 0
 
 
 async def _serve(args: argparse.Namespace) -> int:

@@ -28,6 +28,22 @@ BLOCK_S = 1e-3
 GRID_S = 0.05
 FIBER_DELAY_PS = 5_000_000
 N_DETECTORS = 4
+GEOMETRY_BLOCK = 500
+
+
+def _geometry(
+    tle_text: str, station: tuple[float, float, float], times_unix_s: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Range and elevation over ``times``, in blocks so memory stays bounded."""
+    tle = parse_tle(tle_text)[0]
+    site = Station(*station)
+    range_m = np.empty(len(times_unix_s))
+    el_deg = np.empty(len(times_unix_s))
+    for i in range(0, len(times_unix_s), GEOMETRY_BLOCK):
+        la = look_angles(tle, site, times_unix_s[i : i + GEOMETRY_BLOCK])
+        range_m[i : i + GEOMETRY_BLOCK] = la.range_m
+        el_deg[i : i + GEOMETRY_BLOCK] = la.el_deg
+    return range_m, el_deg
 
 
 @dataclass(slots=True)
@@ -71,9 +87,7 @@ class Downlink:
             tle = parse_tle(preset.tle)[0]
             station = Station(*preset.station)
             t_true = self.start_unix_s + self._grid_s + preset.along_track_error_s
-            la = look_angles(tle, station, t_true)
-            self._range_m = np.asarray(la.range_m, dtype=np.float64)
-            self._el_deg = np.asarray(la.el_deg, dtype=np.float64)
+            self._range_m, self._el_deg = _geometry(preset.tle, preset.station, t_true)
         else:
             self._range_m = np.full(self._grid_s.shape, FIBER_DELAY_PS * 1e-12 * C_M_S)
             self._el_deg = np.full(self._grid_s.shape, 90.0)
@@ -167,9 +181,9 @@ class Downlink:
         p_max = p_click.max(axis=1)
         counts = rng.binomial(block_len, p_max)
         block_idx = np.repeat(np.arange(n_blocks), counts)
-        slots = block_start[block_idx] + (
-            rng.random(len(block_idx)) * block_len[block_idx]
-        ).astype(np.int64)
+        slots = block_start[block_idx] + (rng.random(len(block_idx)) * block_len[block_idx]).astype(
+            np.int64
+        )
         slots = np.unique(slots)
         block_idx = (slots - k0) // per_block
         cls = self.alice.intensity_class(slots)
@@ -210,10 +224,10 @@ class Downlink:
         ap_ch = clicks_ch[pick]
 
         t = np.concatenate([sig_t, noise_t, ap_t, sync_t])
-        ch = np.concatenate([sig_ch, noise_ch, ap_ch, np.full(len(sync_k), p.sync_channel, np.uint8)])
-        truth = np.concatenate(
-            [slots, np.full(n_noise + n_ap, -1, np.int64), sync_k]
+        ch = np.concatenate(
+            [sig_ch, noise_ch, ap_ch, np.full(len(sync_k), p.sync_channel, np.uint8)]
         )
+        truth = np.concatenate([slots, np.full(n_noise + n_ap, -1, np.int64), sync_k])
         ts = np.rint(t).astype(np.int64)
         # Dead time (non-paralysable, per channel): drop a click closer than the dead
         # time to the previous click of its channel (approximation: previous in input).
@@ -236,14 +250,15 @@ class Downlink:
 
     # ------------------------------------------------------------------ station's view
 
-    def predicted_tof(self, step_s: float = 0.05) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    def predicted_tof(
+        self, step_s: float = 0.05
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """What the station predicts from the (imperfect) TLE: (tagger time ps, tof ps) grid."""
         p = self.preset
         grid_s = np.arange(-1.0, self.duration_s + 1.0 + step_s, step_s)
         if p.tle is None:
             tof = np.full(grid_s.shape, float(FIBER_DELAY_PS))
         else:
-            tle = parse_tle(p.tle)[0]
-            la = look_angles(tle, Station(*p.station), self.start_unix_s + grid_s)
-            tof = np.asarray(la.range_m) / C_M_S * 1e12
+            range_m, _ = _geometry(p.tle, p.station, self.start_unix_s + grid_s)
+            tof = range_m / C_M_S * 1e12
         return np.rint(grid_s * 1e12).astype(np.int64), np.rint(tof).astype(np.int64)

@@ -38,7 +38,7 @@ class LinkPreset:
     optics_efficiency: float = 0.16
     zenith_transmittance: float = 0.90
     excess_loss_db: float = 3.1  # fixed extra loss (calibrated to the 645 km point)
-    low_el_excess_db: float = 3.9  # grows as exp((airmass - 3) / 0.38)
+    low_el_excess_db: float = 4.5  # grows as exp((airmass - 3) / 0.38)
     scintillation_sigma: float = 0.3  # std of log-irradiance, 1 ms blocks
     detector_efficiency: float = 0.5
     background: str = "new-moon"

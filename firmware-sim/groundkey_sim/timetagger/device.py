@@ -70,8 +70,9 @@ class SimTimeTagger:
 
     # ----------------------------------------------------------------- control
 
-    def control(self, request_type: int, request: int, value: int, index: int, data: bytes,
-                length: int) -> bytes:
+    def control(
+        self, request_type: int, request: int, value: int, index: int, data: bytes, length: int
+    ) -> bytes:
         """Handle a control transfer; returns IN data (or b"" for OUT). Raises ValueError
         for a stall (unknown request)."""
         if request_type == 0x80 and request == 6:  # standard GET_DESCRIPTOR
@@ -114,7 +115,11 @@ class SimTimeTagger:
 
     def status(self) -> tt.Status:
         return tt.Status(
-            self.running, self.channel_mask, self.seq, self.frames_sent, self.tags_sent,
+            self.running,
+            self.channel_mask,
+            self.seq,
+            self.frames_sent,
+            self.tags_sent,
             self.missed_events,
         )
 
@@ -145,8 +150,13 @@ class SimTimeTagger:
 
     def _emit(self, ts: np.ndarray, ch: np.ndarray, *, end: bool = False) -> None:
         frames, self.seq, self.epoch = tt.encode_frames(
-            ts, ch, first_seq=self.seq, epoch=self.epoch,
-            records_per_frame=self.records_per_frame, start=self._start_flag, end=end,
+            ts,
+            ch,
+            first_seq=self.seq,
+            epoch=self.epoch,
+            records_per_frame=self.records_per_frame,
+            start=self._start_flag,
+            end=end,
         )
         self._start_flag = False
         for frame in frames:

@@ -52,7 +52,9 @@ class UsbnetServer:
     async def _handle(self, msg: tt.UsbnetMessage) -> tt.UsbnetMessage:
         dev = self.device
         if msg.op == tt.OP_ENUMERATE:
-            return tt.UsbnetMessage(msg.op, tt.USB_OK, tt.encode_descriptors([tt.device_descriptor()]))
+            return tt.UsbnetMessage(
+                msg.op, tt.USB_OK, tt.encode_descriptors([tt.device_descriptor()])
+            )
         if msg.op == tt.OP_CTRL:
             rtype, req, value, index, length, _ms = tt.CTRL_STRUCT.unpack_from(msg.payload)
             data = msg.payload[tt.CTRL_STRUCT.size :]

@@ -50,7 +50,9 @@ ReplyStyle = Literal["crlf", "hardware", "nospace", "azonly"]
 
 
 def _deg(value: float) -> int:
-    return round(value)
+    """Whole degrees as the controllers report them (no sign: negative az + 360)."""
+    degrees = round(value)
+    return min(max(degrees + 360 if degrees < 0 else degrees, 0), 999)
 
 
 class _GS232Client(ClientCodec):

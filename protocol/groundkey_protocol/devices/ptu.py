@@ -98,7 +98,7 @@ def parse_header(data: bytes) -> PtuHeader:
         pos += 48
         value: TagValue
         if typ in _SCALAR_TYPES:
-            if typ == TY_FLOAT8 or typ == TY_TDATETIME:
+            if typ in (TY_FLOAT8, TY_TDATETIME):
                 value = struct.unpack("<d", raw)[0]
             elif typ == TY_BOOL8:
                 value = struct.unpack("<q", raw)[0] != 0
@@ -136,8 +136,8 @@ def encode_tag(name: str, typ: int, value: TagValue, index: int = -1) -> bytes:
         blob += b"\0" * (-len(blob) % 8)
         return head + struct.pack("<q", len(blob)) + blob
     if typ in (TY_FLOAT8, TY_TDATETIME):
-        return head + struct.pack("<d", float(value or 0.0))  # type: ignore[arg-type]
-    return head + struct.pack("<q", int(value or 0))  # type: ignore[arg-type]
+        return head + struct.pack("<d", float(value or 0.0))
+    return head + struct.pack("<q", int(value or 0))
 
 
 def encode_header(record_type: int, num_records: int, global_resolution_s: float) -> bytes:

@@ -198,11 +198,13 @@ class RotctldClient(ClientCodec):
 
 
 class RotctldDevice(DeviceCodec):
-    """Server side (what our rotctld emulation runs)."""
+    """Server side (what our rotctld emulation runs). ``silent_unknown`` mimics real
+    rotctld, which does not answer unknown commands at all."""
 
     protocol: ClassVar[str] = "rotctld"
 
-    def __init__(self) -> None:
+    def __init__(self, *, silent_unknown: bool = False) -> None:
+        self.silent_unknown = silent_unknown
         self._lines = LineBuffer(b"\n", keep_noise=b"\t")
 
     def feed(self, data: bytes) -> list[Command]:
@@ -252,8 +254,11 @@ class RotctldDevice(DeviceCodec):
     def replies(self, command: Command, mount: Mount) -> list[Reply]:
         if isinstance(command, Extended):
             return self.replies(command.command, mount)
-        if isinstance(command, Unknown) and command.known and command.text.startswith("P"):
-            return [Rejected(RIG_EINVAL)]
+        if isinstance(command, Unknown):
+            if command.known and command.text.startswith("P"):
+                return [Rejected(RIG_EINVAL)]
+            if self.silent_unknown:
+                return []
         return super().replies(command, mount)
 
     def encode(self, reply: Reply) -> bytes:

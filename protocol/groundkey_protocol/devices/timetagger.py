@@ -20,8 +20,8 @@ bReq    name            dir   wValue / wIndex / data
 ======  ==============  ====  ===============================================
 
 Bulk stream: a sequence of frames, each a 24-byte header (:data:`FRAME_HEADER`:
-magic ``GKTF``, version 1, flags (1 START, 2 END), reserved u16, ``seq`` u32, ``epoch`` u32, ``n_records``
-u32, reserved u32) followed by ``n_records`` little-endian uint64 records::
+magic ``GKTF``, version 1, flags (1 START, 2 END), reserved u16, ``seq`` u32, ``epoch``
+u32, ``n_records`` u32, reserved u32) followed by ``n_records`` little-endian uint64 records::
 
     bits  0..39  time field (ps, wraps every 2**40 ps = 1.0995 s)
     bits 40..47  channel

@@ -17,8 +17,10 @@ Frame: ``b"GA" | version u8 | scheme u8 | seq u64 BE | payload | tag``. The MAC
 covers the header, a direction context (``"alice->bob"``, so a frame reflected
 back to its sender fails) and the payload. Sequence numbers start at 1 and are
 checked against a sliding window of 64 (out-of-order tolerated, duplicates and
-anything older rejected). A seq whose verification failed is burned: its pad is
-erased and a later frame with the same seq is a replay.
+anything older rejected); only authentic frames move the window. With
+Wegman–Carter a pad is spent by any verification attempt: after a forged frame
+with seq n, the genuine frame n is rejected too (the block aborts, as after any
+failed MAC).
 
 Errors are typed (:class:`TagMismatchError`, :class:`ReplayError`,
 :class:`OtpExhaustedError`, all :class:`LinkAuthError`); none of them carries key
@@ -103,7 +105,8 @@ class ReplayWindow:
         """Record ``seq`` as used (accepted or burned)."""
         if seq > self.highest:
             shift = seq - self.highest
-            self._bitmap = ((self._bitmap << shift) | 1) & ((1 << self.size) - 1)
+            mask = (1 << self.size) - 1
+            self._bitmap = 1 if shift >= self.size else ((self._bitmap << shift) | 1) & mask
             self.highest = seq
         else:
             self._bitmap |= 1 << (self.highest - seq)
@@ -120,6 +123,7 @@ class OtpPool:
         self._buf = bytearray()
         self._base_seq = 1  # seq of the pad at _buf[0:16]
         self._partial = bytearray()
+        self._used: set[int] = set()  # consumed pads at or above _base_seq
         self.extend(key)
 
     def extend(self, key: bytes) -> None:
@@ -135,7 +139,7 @@ class OtpPool:
         return self._base_seq - 1 + len(self._buf) // PAD_BYTES
 
     def take(self, seq: int) -> bytes:
-        if seq < self._base_seq:
+        if seq < self._base_seq or seq in self._used:
             raise ReplayError(f"pad for sequence number {seq} already consumed", seq=seq)
         if seq > self.last_seq:
             raise OtpExhaustedError(
@@ -145,6 +149,7 @@ class OtpPool:
         start = (seq - self._base_seq) * PAD_BYTES
         pad = bytes(self._buf[start : start + PAD_BYTES])
         self._buf[start : start + PAD_BYTES] = bytes(PAD_BYTES)
+        self._used.add(seq)
         return pad
 
     def discard_through(self, seq: int) -> None:
@@ -153,6 +158,7 @@ class OtpPool:
         self._buf[: n * PAD_BYTES] = bytes(n * PAD_BYTES)
         del self._buf[: n * PAD_BYTES]
         self._base_seq += n
+        self._used = {s for s in self._used if s >= self._base_seq}
 
     def __repr__(self) -> str:
         return f"OtpPool(pads={len(self._buf) // PAD_BYTES}, next_seq={self._base_seq})"
@@ -214,7 +220,8 @@ class _Authenticator(abc.ABC):
         tag = frame[len(frame) - self.tag_bytes :]
         expected = self._tag(seq, frame[:HEADER_BYTES] + self._recv_ctx + payload, sending=False)
         if not hmac.compare_digest(expected, tag):
-            self._window.mark(seq)  # burned: the pad (if any) is spent
+            # The window only moves on authentic frames (a forger cannot push it);
+            # a Wegman-Carter pad, once used for a check, is spent for good.
             raise TagMismatchError(f"bad tag on frame {seq}", seq=seq)
         self._window.mark(seq)
         return payload

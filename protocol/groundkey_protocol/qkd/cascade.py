@@ -44,6 +44,7 @@ __all__ = ["CascadeAlice", "CascadeBob", "PassSpec", "cascade_schedule"]
 
 BICONF_CLEAN_ROUNDS = 10
 BICONF_MAX_ROUNDS = 64
+_MASK_BLOCKS = 8  # passes with at most this many blocks use packed masks for top parities
 _I64 = np.int64
 
 
@@ -87,6 +88,8 @@ class _Passes:
         self.max_passes = len(self.specs) + (BICONF_MAX_ROUNDS if self.biconf else 0)
         self.perms: list[NDArray[np.int64]] = []
         self.invs: list[NDArray[np.int64]] = []
+        self._perm_cat = np.zeros(0, dtype=_I64)
+        self._masks: dict[int, NDArray[np.uint64]] = {}
 
     def spec(self, q: int) -> PassSpec:
         if q < len(self.specs):
@@ -119,17 +122,40 @@ class _Passes:
             self.invs.append(inv)
         return self.perms[q]
 
+    def perm_cat(self, q_max: int) -> NDArray[np.int64]:
+        """Permutations of passes 0..q_max (at least) concatenated: pass q at q·n."""
+        self.perm(q_max)
+        if self._perm_cat.size < len(self.perms) * self.n:
+            self._perm_cat = np.concatenate(self.perms)
+        return self._perm_cat
+
     def inv(self, q: int) -> NDArray[np.int64]:
         self.perm(q)
         return self.invs[q]
 
+    def _block_masks(self, q: int) -> NDArray[np.uint64]:
+        """Packed membership masks of the blocks of pass ``q``: (nblocks, words)."""
+        if q not in self._masks:
+            k = self.spec(q).block_bits
+            block_of = self.inv(q) // k
+            member = block_of[None, :] == np.arange(self.nblocks(q))[:, None]
+            self._masks[q] = _pack64(member.astype(np.uint8))
+        return self._masks[q]
+
     def top_parities(self, bits: NDArray[np.uint8], q: int) -> NDArray[np.uint8]:
         """Parities of all blocks of pass ``q`` for every row of ``bits``: (rows, nblocks)."""
         k = self.spec(q).block_bits
+        if q > 0 and self.nblocks(q) <= _MASK_BLOCKS:
+            # few big blocks: AND with packed masks and popcount, no permuted copy
+            packed = _pack64(bits)
+            masked = packed[:, None, :] & self._block_masks(q)[None, :, :]
+            counts = np.bitwise_count(masked).sum(axis=2, dtype=np.int64)
+            return (counts & 1).astype(np.uint8)
         permuted = bits if q == 0 else np.take(bits, self.perm(q), axis=1)
-        starts = np.arange(0, self.n, k)
-        sums = np.add.reduceat(permuted, starts, axis=1)
-        return (sums & 1).astype(np.uint8)
+        acc = np.zeros((permuted.shape[0], self.n + 1), dtype=np.uint8)
+        np.bitwise_xor.accumulate(permuted, axis=1, out=acc[:, 1:])
+        bounds = np.append(np.arange(0, self.n, k), self.n)
+        return np.asarray(acc[:, bounds[1:]] ^ acc[:, bounds[:-1]], dtype=np.uint8)
 
     def range_parities(
         self,
@@ -149,12 +175,23 @@ class _Passes:
         firsts = ends - lengths
         offsets = np.arange(total, dtype=_I64) - np.repeat(firsts, lengths)
         positions = np.repeat(s, lengths) + offsets
-        for qq in np.unique(q):  # translate permuted positions pass by pass
-            self.perm(int(qq))
-        perm_cat = np.concatenate(self.perms)
+        perm_cat = self.perm_cat(int(q.max()))
         orig = perm_cat[np.repeat(q * n, lengths) + positions]
         values = bits.reshape(-1)[np.repeat(f * n, lengths) + orig]
-        return (np.add.reduceat(values, firsts) & 1).astype(np.uint8)
+        # XOR of each segment from one running XOR (reduceat is slow on many short segments)
+        acc = np.empty(total + 1, dtype=np.uint8)
+        acc[0] = 0
+        np.bitwise_xor.accumulate(values, out=acc[1:])
+        return np.asarray(acc[ends] ^ acc[firsts], dtype=np.uint8)
+
+
+def _pack64(bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
+    """Rows of 0/1 bytes packed into 64-bit words (zero padded)."""
+    packed = np.packbits(bits, axis=1)
+    pad = (-packed.shape[1]) % 8
+    if pad:
+        packed = np.pad(packed, ((0, 0), (0, pad)))
+    return np.ascontiguousarray(packed).view(np.uint64)
 
 
 def _arr(data: bytes, dtype: str, what: str) -> NDArray[np.int64]:
@@ -172,9 +209,46 @@ class CascadeAlice(ReconcileAlice):
     def __init__(self, bits: NDArray[np.uint8], params: ReconcileParams) -> None:
         super().__init__(bits, params)
         self._passes = _Passes(params, self.frame_bits)
+        self._prefix: dict[int, NDArray[np.uint8]] = {}
+        self._prefix_done: dict[int, NDArray[np.bool_]] = {}
 
     def _start(self) -> list[LinkMessage]:
         return []
+
+    def _prefix_xor(self, q: int, rows: NDArray[np.int64]) -> NDArray[np.uint8]:
+        """Prefix XOR of the bits in pass ``q`` order, (frames, n + 1), filled for ``rows``.
+
+        Alice's bits never change, so one O(n) pass per (pass, frame) makes every
+        later range parity O(1); frames nobody asks about are never computed.
+        """
+        if q not in self._prefix:
+            self._prefix[q] = np.zeros((self.frames, self.frame_bits + 1), dtype=np.uint8)
+            self._prefix_done[q] = np.zeros(self.frames, dtype=bool)
+        prefix, done = self._prefix[q], self._prefix_done[q]
+        todo = np.unique(rows[~done[rows]])
+        if todo.size:
+            sub = self._bits[todo]
+            permuted = sub if q == 0 else np.take(sub, self._passes.perm(q), axis=1)
+            block = np.zeros((todo.size, self.frame_bits + 1), dtype=np.uint8)
+            np.bitwise_xor.accumulate(permuted, axis=1, out=block[:, 1:])
+            prefix[todo] = block
+            done[todo] = True
+        return prefix
+
+    def _range_parities(
+        self,
+        f: NDArray[np.int64],
+        q: NDArray[np.int64],
+        s: NDArray[np.int64],
+        e: NDArray[np.int64],
+    ) -> NDArray[np.uint8]:
+        out = np.empty(f.size, dtype=np.uint8)
+        for qq in np.unique(q).tolist():
+            sel = q == qq
+            fs = f[sel]
+            prefix = self._prefix_xor(int(qq), fs)
+            out[sel] = prefix[fs, e[sel]] ^ prefix[fs, s[sel]]
+        return out
 
     def _receive(self, message: LinkMessage) -> list[LinkMessage]:
         if isinstance(message, CascadeDone):
@@ -216,7 +290,7 @@ class CascadeAlice(ReconcileAlice):
                 or e.max() > self.frame_bits
             ):
                 raise ProtocolError("parity range out of bounds", protocol="cascade")
-            pieces.append(passes.range_parities(self._bits, f, q_arr, s, e))
+            pieces.append(self._range_parities(f, q_arr, s, e))
             self.disclosed_bits += np.bincount(f, minlength=self.frames)
         parities = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint8)
         reply = CascadeReply(
@@ -412,15 +486,17 @@ class CascadeBob(ReconcileBob):
         self._sf, self._sq, self._ss, self._se = empty, empty, empty, empty
         self._sa = np.zeros(0, dtype=np.uint8)
         if self._wave_keys:
-            keys = np.concatenate([self._cache_keys, *self._wave_keys])
-            vals = np.concatenate([self._cache_vals, *self._wave_vals])
-            self._cache_keys, first = np.unique(keys, return_index=True)
-            self._cache_vals = vals[first]
+            keys, first = np.unique(np.concatenate(self._wave_keys), return_index=True)
+            vals = np.concatenate(self._wave_vals)[first]
+            hit, _ = self._lookup(keys)
+            keys, vals = keys[~hit], vals[~hit]
+            at = np.searchsorted(self._cache_keys, keys)
+            self._cache_keys = np.insert(self._cache_keys, at, keys)
+            self._cache_vals = np.insert(self._cache_vals, at, vals)
             self._wave_keys, self._wave_vals = [], []
         if f.size == 0:
             return
-        perm_cat = np.concatenate([self._passes.perm(int(p)) for p in range(self._pass + 1)])
-        orig = perm_cat[q * self.frame_bits + s]
+        orig = self._passes.perm_cat(self._pass)[q * self.frame_bits + s]
         flat = np.unique(f * self.frame_bits + orig)
         ff, ii = np.divmod(flat, self.frame_bits)
         self._bits.reshape(-1)[flat] ^= 1

@@ -230,7 +230,9 @@ class _Role:
         self._key_idx = np.zeros(0, dtype=np.int64)
         self._frames = np.zeros((0, 0), dtype=np.uint8)
         self._rec: Reconciler | None = None
-        self._finite: FiniteKey | None = None
+        self._z_errors: list[int] = []
+        self._ok = np.zeros(0, dtype=bool)
+        self._key_len = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(block_id={self.block_id!r}, done={self.done})"
@@ -317,18 +319,37 @@ class _Role:
             block_id=self.block_id,
         )
 
-    def _final_length(self, z_errors: list[int]) -> FiniteKey:
+    def _settle(self, ok: NDArray[np.bool_]) -> str:
+        """After verification: final key length (``self._key_len``), or an abort reason.
+
+        Frames whose tags differ are dropped. The finite-key length is computed for
+        the whole block and then reduced by every dropped bit and by the one public
+        ok-bit per frame (removing k bits costs at most k bits of min-entropy), so
+        dropping a frame never needs a second estimate.
+        """
         assert self._rec is not None
+        frames, size = self._frames.shape
+        self._ok = ok
+        failed = int(frames - ok.sum())
+        self.stats.frames_failed = failed
         self.stats.tag_bits = self._tag_bits()
         self.stats.disclosed_bits = int(self._rec.disclosed_bits.sum()) + self.stats.tag_bits
         fk = finite_key_length(
-            self._counts(z_errors),
+            self._counts(self._z_errors),
             leaked_ec_bits=self.stats.disclosed_bits,
             eps_sec=self.config.eps_sec,
             eps_cor=self.config.eps_cor,
         )
         self.stats.finite_key = fk
-        return fk
+        kept_bits = (frames - failed) * size
+        self._key_len = min(fk.key_bits - failed * size - frames, kept_bits)
+        if failed == frames:
+            return f"verification failed in all {frames} frames"
+        if fk.key_bits <= 0:
+            return f"no key possible: {fk.reason}"
+        if self._key_len <= 0:
+            return f"no key left after dropping {failed} of {frames} frames"
+        return ""
 
     def _abort(self, reason: str) -> None:
         self.outcome = BlockOutcome.aborted(block_id=self.block_id, reason=reason, stats=self.stats)
@@ -336,9 +357,9 @@ class _Role:
     def _key(self, key_bits: int, family: str, seed: NDArray[np.uint8]) -> None:
         assert self._rec is not None
         if isinstance(self._rec, ReconcileBob):
-            raw = self._rec.corrected_bits.reshape(-1)
+            raw = self._rec.corrected_bits[self._ok].reshape(-1)
         else:
-            raw = self._frames.reshape(-1)
+            raw = self._frames[self._ok].reshape(-1)
         bits = amplify(family, raw, seed, key_bits)
         key = KeyBlock(
             block_id=self.block_id,
@@ -388,7 +409,6 @@ class DistillAlice(_Role):
     ) -> None:
         super().__init__(config, rng, block_id=block_id, pass_id=pass_id)
         self._table = table
-        self._z_errors: list[int] = []
         self._tags_sent = False
 
     def start(self) -> list[LinkMessage]:
@@ -484,17 +504,12 @@ class DistillAlice(_Role):
         ok = _unpack(message.ok, message.frames, "ok")
         if message.frames != frames:
             raise ProtocolError("verify result frame count differs", protocol="distill")
-        failed = int(frames - ok.sum())
-        self.stats.frames_failed = failed
-        fk = self._final_length(self._z_errors)
-        if failed:
-            self._abort(f"verification failed in {failed} of {frames} frames")
+        reason = self._settle(ok.astype(bool))
+        if reason:
+            self._abort(reason)
             return []
-        if fk.key_bits <= 0:
-            self._abort(f"no key possible: {fk.reason}")
-            return []
-        n = self._frames.size
-        key_bits = min(fk.key_bits, n)
+        n = int(self._ok.sum()) * self._frames.shape[1]
+        key_bits = self._key_len
         family = self.config.amplify
         seed = self._rng.integers(0, 2, seed_bits(family, n, key_bits), dtype=np.uint8)
         self._key(key_bits, family, seed)
@@ -525,7 +540,6 @@ class DistillBob(_Role):
     ) -> None:
         super().__init__(config, rng, block_id=block_id, pass_id=pass_id)
         self._detections = detections
-        self._z_errors: list[int] = []
         self._verified = False
 
     def start(self) -> list[LinkMessage]:
@@ -615,22 +629,17 @@ class DistillBob(_Role):
         mine = poly_hash64(rec.corrected_bits, list(message.points))
         ok = (mine == theirs).all(axis=1)
         self._verified = True
-        failed = int(frames - ok.sum())
-        self.stats.frames_failed = failed
-        fk = self._final_length(self._z_errors)
         reply = VerifyResult(block_id=self.block_id, frames=frames, ok=_pack(ok.astype(np.uint8)))
-        if failed:
-            self._abort(f"verification failed in {failed} of {frames} frames")
-        elif fk.key_bits <= 0:
-            self._abort(f"no key possible: {fk.reason}")
+        reason = self._settle(np.asarray(ok, dtype=bool))
+        if reason:
+            self._abort(reason)
         return [reply]
 
     def _on_seed(self, message: AmplifySeed) -> list[LinkMessage]:
-        fk = self.stats.finite_key
-        if not self._verified or fk is None:
+        if not self._verified:
             raise ProtocolError("amplification seed out of order", protocol="distill")
-        n = self._frames.size
-        expected = min(fk.key_bits, n)
+        n = int(self._ok.sum()) * self._frames.shape[1]
+        expected = self._key_len
         if message.key_bits != expected:
             raise ProtocolError(
                 f"Alice wants {message.key_bits} key bits, Bob computes {expected}",

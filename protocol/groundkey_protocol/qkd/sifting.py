@@ -123,6 +123,8 @@ class SparsePulseTable:
     ) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
         """(bases, bits, intensities) at ``slots``; raises ProtocolError for unknown slots."""
         slots = np.asarray(slots, dtype=np.int64)
+        if slots.size == self.slots.size and np.array_equal(slots, self.slots):
+            return self.bases, self.bits, self.intensities
         index = np.searchsorted(self.slots, slots)
         index = np.minimum(index, max(self.slots.size - 1, 0))
         if slots.size and (self.slots.size == 0 or (self.slots[index] != slots).any()):
@@ -180,8 +182,16 @@ class Sifted:
         return np.bincount(sel, minlength=levels)[:levels].astype(np.int64)
 
 
-def _keep(bob_bases: NDArray[np.uint8], alice_bases: NDArray[np.uint8]) -> NDArray[np.bool_]:
-    return np.asarray(bob_bases == alice_bases)
+def _sift(
+    own_bits: NDArray[np.uint8],
+    own_bases: NDArray[np.uint8],
+    peer_bases: NDArray[np.uint8],
+    intensities: NDArray[np.uint8],
+) -> Sifted:
+    """Keep matching bases: one compress of a packed code (bit | basis << 1 | level << 2)."""
+    code = own_bits | (own_bases << 1) | (intensities << 2)
+    kept = code[own_bases == peer_bases]
+    return Sifted(kept & 1, (kept >> 1) & 1, kept >> 2)
 
 
 def alice_sift(
@@ -189,8 +199,7 @@ def alice_sift(
 ) -> tuple[Sifted, NDArray[np.uint8], NDArray[np.uint8]]:
     """Alice's side: her sifted record, and her (bases, intensities) to announce."""
     bases, bits, intensities = table.lookup(slots)
-    keep = _keep(bob_bases, bases)
-    return Sifted(bits[keep], bases[keep], intensities[keep]), bases, intensities
+    return _sift(bits, bases, bob_bases, intensities), bases, intensities
 
 
 def bob_sift(
@@ -199,5 +208,4 @@ def bob_sift(
     """Bob's side, given Alice's announced bases and intensities for his slots."""
     if alice_bases.size != detections.slots.size or intensities.size != detections.slots.size:
         raise ProtocolError("sift reply does not match the announcement", protocol="sift")
-    keep = _keep(detections.bases, alice_bases)
-    return Sifted(detections.bits[keep], detections.bases[keep], intensities[keep])
+    return _sift(detections.bits, detections.bases, alice_bases, intensities)

@@ -13,9 +13,11 @@ Method (beacon + qubit phase, as Micius did with its sync laser):
    the beacon channel) fail the grid test and are dropped. The first beacons' absolute
    index is the nearest multiple of the divider, which is why the prediction must be
    within half a beacon period. A linear fit gives the clock offset and drift.
-2. *Interpolation.* Slot index as a function of arrival time is interpolated linearly
-   between consecutive beacons 100 µs apart: the residual of the range acceleration
-   (≤ 360 ns/s²) over 100 µs is far below a picosecond, so no global model is needed.
+2. *Interpolation.* Each detection's emission time (arrival minus predicted time of
+   flight) is mapped to a slot index by linear interpolation between the beacons
+   (100 µs apart). In emission time the relation is linear up to the TLE error, so
+   the range acceleration (≤ 360 ns/s²) never enters and beacon gaps of seconds
+   (clouds, a saturated beacon detector) cost nothing.
 3. *Fine phase from the qubits.* The qubit detections' fractional slot phase is
    histogrammed per channel (detector cable delays differ from the beacon's), then
    per time window (``window_s``) for the residual; the histogram peak, refined by a
@@ -140,16 +142,22 @@ def recover(
     drift_ppm = float((slope - 1.0) * 1e6)
 
     td = np.asarray(detect_ps, dtype=np.int64)
-    # slot index (float) at arrival time: relative to the first beacon to keep precision
-    rel_t = (td - t_b[0]).astype(np.float64)
-    rel_tb = (t_b - t_b[0]).astype(np.float64)
+    # Interpolate in emission time (arrival minus predicted flight time): there the
+    # slot index is linear in time up to the small TLE error, even across beacon gaps.
+    e_d = (
+        td.astype(np.float64)
+        - np.interp(td.astype(np.float64), grid_t.astype(np.float64), grid_tof.astype(np.float64))
+        - float(sat_epoch_ps)
+    )
+    rel_e = e_d - e_b[0]
+    rel_eb = e_b - e_b[0]
     rel_k = (k_b - k_b[0]).astype(np.float64)
-    rate = slope * period  # ps per slot on the ground, approximately
-    frac = np.interp(rel_t, rel_tb, rel_k)
-    before = rel_t < 0
-    after = rel_t > rel_tb[-1]
-    frac[before] = rel_t[before] / rate
-    frac[after] = rel_k[-1] + (rel_t[after] - rel_tb[-1]) / rate
+    rate = slope * period  # emission ps per slot
+    frac = np.interp(rel_e, rel_eb, rel_k)
+    before = rel_e < 0
+    after = rel_e > rel_eb[-1]
+    frac[before] = rel_e[before] / rate
+    frac[after] = rel_k[-1] + (rel_e[after] - rel_eb[-1]) / rate
     phase = frac - np.rint(frac)
     # per-channel phase offset (cable and detector delays)
     corr = np.zeros(len(td), dtype=np.float64)

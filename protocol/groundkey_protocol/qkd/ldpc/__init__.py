@@ -1,0 +1,44 @@
+"""One-way rate-adaptive LDPC reconciliation (methods ``ldpc`` and ``ldpc-blind``).
+
+- :mod:`.construction`: quasi-cyclic mother codes (rates 0.5–0.9) from a seed;
+- :mod:`.decoder`: layered sum-product BP, vectorized over frames;
+- :mod:`.rate`: puncturing/shortening to the estimated QBER (d = p + s, δ = 0.1);
+- :mod:`.roles`: :class:`LdpcAlice` / :class:`LdpcBob` behind
+  :mod:`groundkey_protocol.qkd.reconcile`; :mod:`.codes`: the code table.
+
+Default for satellite passes: ``ldpc-blind``. A pass has a round-trip time of
+tens of milliseconds over a link that is only up while the satellite is in view;
+Cascade needs ~40–230 round trips per batch, blind LDPC at most three messages
+(syndrome, one request, one reveal), and the blind round makes up for a QBER
+estimate that is off, at a leakage cost paid only by the frames that fail.
+"""
+
+from __future__ import annotations
+
+from groundkey_protocol.qkd.ldpc.codes import get_code, get_decoder, set_code_loader
+from groundkey_protocol.qkd.ldpc.construction import MOTHER_RATES, QcLdpcCode, build_code
+from groundkey_protocol.qkd.ldpc.decoder import BpDecoder, DecodeResult, bsc_llr
+from groundkey_protocol.qkd.ldpc.rate import RatePlan, default_efficiency, plan_rate
+from groundkey_protocol.qkd.ldpc.roles import LdpcAlice, LdpcBob, is_blind
+
+__all__ = [
+    "DEFAULT_PASS_METHOD",
+    "MOTHER_RATES",
+    "BpDecoder",
+    "DecodeResult",
+    "LdpcAlice",
+    "LdpcBob",
+    "QcLdpcCode",
+    "RatePlan",
+    "build_code",
+    "bsc_llr",
+    "default_efficiency",
+    "get_code",
+    "get_decoder",
+    "is_blind",
+    "plan_rate",
+    "set_code_loader",
+]
+
+#: Reconciliation method recommended for satellite passes (round trips are costly).
+DEFAULT_PASS_METHOD = "ldpc-blind"

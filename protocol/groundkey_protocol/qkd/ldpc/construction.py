@@ -40,10 +40,11 @@ __all__ = [
 
 #: Bumped whenever the construction changes, so cached codes are regenerated.
 CONSTRUCTION_VERSION = 1
-#: Rates of the mother codes the project ships (QBER 0.5–11 % with δ = 0.1).
+#: Rates whose degree profiles are tabulated; codes of other rates (any multiple of
+#: 1/BASE_COLUMNS, see :mod:`.rate`) use the profile of the nearest one.
 MOTHER_RATES: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
 #: Columns of every base graph; the lifting factor is ``n // BASE_COLUMNS``.
-BASE_COLUMNS = 100
+BASE_COLUMNS = 200
 
 # (rate, ((degree, fraction of information columns), ...)) after DVB-S2 (ETSI EN 302 307
 # tables 5a): 1/2: 40 % degree 8; 3/5: 1/3 degree 12; 2/3 and 3/4: ~10 % degree 12-13;
@@ -51,9 +52,9 @@ BASE_COLUMNS = 100
 _PROFILES: tuple[tuple[float, tuple[tuple[int, float], ...]], ...] = (
     (0.5, ((8, 0.4), (3, 0.6))),
     (0.6, ((12, 1 / 3), (3, 2 / 3))),
-    (0.7, ((12, 0.1), (3, 0.9))),
-    (0.8, ((11, 0.125), (3, 0.875))),
-    (0.9, ((4, 0.1), (3, 0.9))),
+    (0.7, ((8, 0.3), (3, 0.7))),
+    (0.8, ((12, 0.25), (3, 0.75))),
+    (0.9, ((20, 0.2), (4, 0.8))),
 )
 
 IntArray = npt.NDArray[np.int64]
@@ -228,7 +229,7 @@ def build_code(
     if not 0.0 < rate < 1.0:
         raise ValueError("rate must be in (0, 1)")
     if n % BASE_COLUMNS or n < 10 * BASE_COLUMNS:
-        raise ValueError(f"n must be a multiple of {BASE_COLUMNS} and at least 1000")
+        raise ValueError(f"n must be a multiple of {BASE_COLUMNS} and at least {10 * BASE_COLUMNS}")
     z = n // BASE_COLUMNS
     nb = BASE_COLUMNS
     mb = round(nb * (1.0 - rate))

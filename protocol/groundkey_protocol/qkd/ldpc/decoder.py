@@ -73,7 +73,7 @@ class BpDecoder:
     together (memory ~ ``edges × batch × 4`` bytes).
     """
 
-    def __init__(self, code: QcLdpcCode, *, max_iterations: int = 60, batch: int = 128) -> None:
+    def __init__(self, code: QcLdpcCode, *, max_iterations: int = 80, batch: int = 128) -> None:
         self.code = code
         self.max_iterations = max_iterations
         self.batch = batch

@@ -1,0 +1,84 @@
+"""Privacy amplification: Toeplitz vs a naive GF(2) product, multiply-add-shift vs int."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import groundkey_protocol.qkd.amplify as amplify_mod
+from groundkey_protocol.qkd.amplify import amplify, mas_hash, seed_bits, toeplitz_hash
+
+
+def naive_toeplitz(x: np.ndarray, seed: np.ndarray, m: int) -> np.ndarray:
+    n = x.size
+    i = np.arange(m)[:, None]
+    j = np.arange(n)[None, :]
+    matrix = seed[i - j + n - 1].astype(np.int64)
+    return ((matrix @ x.astype(np.int64)) % 2).astype(np.uint8)
+
+
+SIZES = [(1, 1), (2, 1), (1, 2), (3, 3), (7, 5), (64, 64), (100, 37), (1000, 1), (1023, 999)]
+
+
+@pytest.mark.parametrize(("n", "m"), SIZES)
+def test_toeplitz_equals_naive_product(n: int, m: int) -> None:
+    rng = np.random.default_rng(n * 1000 + m)
+    for _ in range(3):
+        x = rng.integers(0, 2, n, dtype=np.uint8)
+        seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+        np.testing.assert_array_equal(toeplitz_hash(x, seed, m), naive_toeplitz(x, seed, m))
+
+
+def test_toeplitz_chunked_path_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(amplify_mod, "_CHUNK_BITS", 37)
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 2, 500, dtype=np.uint8)
+    seed = rng.integers(0, 2, 500 + 211 - 1, dtype=np.uint8)
+    np.testing.assert_array_equal(toeplitz_hash(x, seed, 211), naive_toeplitz(x, seed, 211))
+
+
+def test_toeplitz_large_all_ones_is_exact() -> None:
+    # worst case for rounding: every sum is as large as it gets
+    n, m = 1 << 20, 1000
+    x = np.ones(n, dtype=np.uint8)
+    seed = np.ones(n + m - 1, dtype=np.uint8)
+    assert (toeplitz_hash(x, seed, m) == n % 2).all()
+
+
+def ref_mas(x: np.ndarray, seed: np.ndarray, m: int) -> np.ndarray:
+    n = x.size
+    w = n + m - 1
+    to_int = lambda b: int("".join(map(str, b)) or "0", 2)  # noqa: E731
+    a, b, xi = to_int(seed[:w]), to_int(seed[w:]), to_int(x)
+    h = ((a * xi + b) % (1 << w)) >> (w - m)
+    return np.array([int(c) for c in format(h, f"0{m}b")], dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("n", "m"), SIZES)
+def test_mas_equals_integer_reference(n: int, m: int) -> None:
+    rng = np.random.default_rng(n + 17 * m)
+    x = rng.integers(0, 2, n, dtype=np.uint8)
+    seed = rng.integers(0, 2, seed_bits("mas", n, m), dtype=np.uint8)
+    np.testing.assert_array_equal(mas_hash(x, seed, m), ref_mas(x, seed, m))
+
+
+@pytest.mark.parametrize("family", ["toeplitz", "mas"])
+def test_collision_rate_is_two_universal(family: str) -> None:
+    # two fixed distinct inputs collide for about 2^-m of the seeds
+    rng = np.random.default_rng(3)
+    n, m, trials = 40, 3, 4000
+    x = rng.integers(0, 2, n, dtype=np.uint8)
+    y = x.copy()
+    y[[3, 17]] ^= 1
+    hits = 0
+    for _ in range(trials):
+        seed = rng.integers(0, 2, seed_bits(family, n, m), dtype=np.uint8)
+        hits += bool((amplify(family, x, seed, m) == amplify(family, y, seed, m)).all())
+    assert abs(hits / trials - 1 / 8) < 0.03
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="seed"):
+        toeplitz_hash(np.ones(4, np.uint8), np.ones(4, np.uint8), 2)
+    with pytest.raises(ValueError, match="unknown hash family"):
+        seed_bits("sha", 4, 2)

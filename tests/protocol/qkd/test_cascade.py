@@ -1,0 +1,124 @@
+"""Cascade: efficiency on ≥ 10^6-bit batches, agreement of leakage counts, transcripts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from groundkey_protocol.errors import ProtocolError
+from groundkey_protocol.link.messages import (
+    CascadeQuery,
+    CascadeReply,
+    decode_message,
+    encode_message,
+)
+from groundkey_protocol.qkd.cascade import CascadeAlice, cascade_schedule
+from groundkey_protocol.qkd.reconcile import ReconcileParams, create_reconciler, run_pair
+
+
+def h2(q: float) -> float:
+    return -q * math.log2(q) - (1 - q) * math.log2(1 - q)
+
+
+def bsc_batch(frames: int, n: int, qber: float, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    rng = np.random.default_rng(seed)
+    alice = rng.integers(0, 2, (frames, n), dtype=np.uint8)
+    errors = (rng.random((frames, n)) < qber).astype(np.uint8)
+    return alice, alice ^ errors, float(errors.mean())
+
+
+def reconcile(method: str, alice_bits: np.ndarray, bob_bits: np.ndarray, qber: float):
+    params = ReconcileParams(method=method, qber=qber, seed=11, block_id="blk")
+    alice = create_reconciler("alice", alice_bits, params)
+    bob = create_reconciler("bob", bob_bits, params)
+    transcript = run_pair(alice, bob)
+    return alice, bob, transcript
+
+
+@pytest.mark.parametrize(
+    ("frame_bits", "qber", "f_max"),
+    [
+        (10_000, 0.01, 1.10),
+        (10_000, 0.02, 1.10),
+        (10_000, 0.05, 1.10),
+        (100_000, 0.01, 1.07),
+        (100_000, 0.02, 1.07),
+        (100_000, 0.05, 1.07),
+    ],
+)
+def test_yan_efficiency_on_megabit_batches(frame_bits: int, qber: float, f_max: float) -> None:
+    frames = 1_000_000 // frame_bits
+    a, b, actual = bsc_batch(frames, frame_bits, qber, seed=frame_bits + int(qber * 1000))
+    alice, bob, transcript = reconcile("cascade-yan", a, b, actual)
+    disclosed = int(bob.disclosed_bits.sum())
+    f = disclosed / (a.size * h2(actual))
+    fer = float((bob.corrected_bits != a).any(axis=1).mean())
+    print(f"yan n={frame_bits} Q={qber}: f={f:.4f} FER={fer:.4f} messages={len(transcript)}")
+    assert f <= f_max
+    assert fer <= 0.05
+    np.testing.assert_array_equal(alice.disclosed_bits, bob.disclosed_bits)
+
+
+@pytest.mark.parametrize(("method", "f_max"), [("cascade-biconf", 1.12), ("cascade-original", 1.3)])
+def test_other_variants_correct_errors(method: str, f_max: float) -> None:
+    a, b, actual = bsc_batch(20, 10_000, 0.03, seed=3)
+    _, bob, _ = reconcile(method, a, b, actual)
+    f = bob.disclosed_bits.sum() / (a.size * h2(actual))
+    fer = float((bob.corrected_bits != a).any(axis=1).mean())
+    print(f"{method}: f={f:.4f} FER={fer:.3f}")
+    assert f <= f_max
+    assert fer <= 0.2 if method == "cascade-original" else fer == 0.0
+
+
+def test_transcript_carries_exactly_the_counted_parities() -> None:
+    a, b, actual = bsc_batch(8, 4_000, 0.04, seed=5)
+    alice, bob, transcript = reconcile("cascade-yan", a, b, actual)
+    replies = [m for who, m in transcript.messages if isinstance(m, CascadeReply)]
+    assert all(who == "alice" for who, m in transcript.messages if isinstance(m, CascadeReply))
+    assert sum(r.count for r in replies) == int(bob.disclosed_bits.sum())
+    assert int(alice.disclosed_bits.sum()) == int(bob.disclosed_bits.sum())
+    assert alice.done
+    assert bob.done
+    assert bob.messages_sent + alice.messages_sent == len(transcript)
+    # every message survives the wire encoding unchanged
+    for _, message in transcript.messages:
+        assert decode_message(encode_message(message)) == message
+
+
+def test_schedules_follow_the_references() -> None:
+    yan = cascade_schedule("cascade-yan", 0.02, 100_000)
+    assert [p.block_bits for p in yan] == [40, 200] + [50_000] * 8
+    orig = cascade_schedule("cascade-original", 0.01, 10_000)
+    assert [p.block_bits for p in orig] == [73, 146, 292, 584]
+    biconf = cascade_schedule("cascade-biconf", 0.05, 10_000)
+    assert [p.block_bits for p in biconf] == [19, 57]
+
+
+def test_no_errors_and_tiny_frames() -> None:
+    a, _, _ = bsc_batch(3, 2, 0.0, seed=1)
+    _, bob, _ = reconcile("cascade-yan", a, a.copy(), 0.01)
+    np.testing.assert_array_equal(bob.corrected_bits, a)
+    a, b, actual = bsc_batch(5, 37, 0.1, seed=2)
+    _, bob, _ = reconcile("cascade-yan", a, b, max(actual, 0.01))
+    assert bob.disclosed_bits.min() > 0
+
+
+def test_alice_rejects_out_of_range_queries() -> None:
+    a, _, _ = bsc_batch(2, 100, 0.0, seed=1)
+    alice = CascadeAlice(a, ReconcileParams(method="cascade-yan", qber=0.02, seed=1, block_id="b"))
+    bad = CascadeQuery(
+        block_id="b",
+        step=1,
+        frames=np.array([0], "<u4").tobytes(),
+        passes=np.array([0], "u1").tobytes(),
+        starts=np.array([5], "<u4").tobytes(),
+        stops=np.array([500], "<u4").tobytes(),
+    )
+    with pytest.raises(ProtocolError):
+        alice.receive(bad)
+    with pytest.raises(ProtocolError):
+        alice.receive(CascadeQuery(block_id="other", step=1))
+    with pytest.raises(ProtocolError):
+        alice.receive(CascadeQuery(block_id="b", step=1, frames=b"\x00\x00\x00"))
