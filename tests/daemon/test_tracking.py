@@ -21,13 +21,13 @@ from groundkey_daemon.tracking import (
     safe_route,
     slew_path,
 )
-from groundkey_drivers.errors import DeviceDisconnected, DeviceTimeout
+from groundkey_drivers.errors import DeviceDisconnected, DeviceError, DeviceTimeout
 from groundkey_protocol.clock import SimClock
 from groundkey_protocol.devices.rotator import AzEl, RotatorLimits
 from groundkey_protocol.orbit import Pass, Station, predict_passes, separation_deg
 from groundkey_protocol.sun import sun_azel
 
-from .trackhelp import EPOCH, MICIUS, XINGLONG, SimpleMount, overhead_station
+from .test_tracking_mount import EPOCH, MICIUS, XINGLONG, SimpleMount, overhead_station
 
 SPEED = 50.0
 THRESHOLD_DEG = 1.0
@@ -51,7 +51,7 @@ async def _track(
     limits: RotatorLimits,
     lead_in_s: float,
     settings: TrackingSettings | None = None,
-    faults: dict[float, type[Exception]] | None = None,
+    faults: dict[float, type[DeviceError]] | None = None,
     rates: tuple[float, float] = (6.0, 6.0),
 ) -> tuple[Tracker, SimpleMount, list[TrackSample]]:
     clock = SimClock(epoch=pass_.aos - dt.timedelta(seconds=lead_in_s), speed=SPEED)
@@ -147,7 +147,7 @@ async def test_rotator_timeouts_and_disconnect_do_not_abort_the_pass() -> None:
     pass_ = _high_part(station, full)
     pass_ = dataclasses.replace(pass_, los=pass_.aos + dt.timedelta(seconds=90))
     aos = pass_.aos.timestamp()
-    faults: dict[float, type[Exception]] = {
+    faults: dict[float, type[DeviceError]] = {
         aos + 10.0: DeviceTimeout,
         aos + 20.0: DeviceTimeout,
         aos + 30.0: DeviceDisconnected,

@@ -276,3 +276,15 @@ async def test_outage_between_commands_is_transparent(
         await asyncio.sleep(0)
         await asyncio.wait_for(server.up.wait(), 10)
         assert await rot.position() == AzEl(5.0, 6.0)
+
+
+@pytest.mark.parametrize(("protocol", "kind"), [("gs232b", "pty"), ("easycomm2", "tcp")])
+async def test_answers_split_across_reads(protocol: str, kind: str, tmp_path: Path) -> None:
+    """Some controllers send the line end of an answer in a separate burst."""
+    mount = fast_mount()
+    mount.teleport(AzEl(181.0, 8.0))
+    async with emulator(protocol, kind, tmp_path, mount) as server:
+        server.split_replies = True
+        async with create_rotator(protocol, server.endpoint, timeout_s=2.0) as rot:
+            for _ in range(3):
+                assert await rot.position() == AzEl(181.0, 8.0)

@@ -27,7 +27,7 @@ async def test_ptu_replay_with_overflows_sync_and_markers(tmp_path: Path) -> Non
     ticks = np.arange(0, 6000) * (wrap // 700)  # ~8 overflows, chunked reads across them
     records = []
     ovf = 0
-    for i, t in enumerate(ticks):
+    for i, t in enumerate(ticks.tolist()):
         if t // wrap > ovf:
             records.append((1 << 31) | (63 << 25) | (t // wrap - ovf))
             ovf = t // wrap

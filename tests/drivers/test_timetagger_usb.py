@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ import pytest
 from groundkey_drivers.errors import DeviceError
 from groundkey_drivers.timetagger import open_tagger
 from groundkey_drivers.timetagger.usb import UsbTimeTagger
+from groundkey_protocol.clock import SimClock
 from groundkey_protocol.devices import timetagger as tt
 from groundkey_sim.downlink import Downlink, preset
 from groundkey_sim.timetagger import SimTimeTagger, UsbnetServer
@@ -101,3 +103,21 @@ async def test_device_reset_leads_to_reconnect(emulator: tuple[str, SimTimeTagge
     # the run restarted after the reset and completed
     assert not status.running
     assert status.tags_sent == sum(len(c) for c in make_link(1.5).chunks(0.05))
+
+
+async def test_clock_paced_emulator_streams_the_same_tags() -> None:
+    clock = SimClock(epoch=dt.datetime(2016, 12, 19, 16, 50, tzinfo=dt.UTC), speed=5.0)
+    device = SimTimeTagger(lambda _now: make_link(0.5), clock=clock)
+    server = UsbnetServer(device)
+    port = await server.start()
+    try:
+        parts = []
+        async with open_tagger(f"usbnet://127.0.0.1:{port}") as tagger:
+            await tagger.start()
+            async for batch in tagger.batches():
+                parts.append(batch.timestamps_ps)
+    finally:
+        await server.close()
+    want = np.concatenate([c.timestamps_ps for c in make_link(0.5).chunks(device.chunk_s)])
+    np.testing.assert_array_equal(np.concatenate(parts), want)
+    assert len(parts) > 5  # released chunk by chunk, not in one burst

@@ -14,8 +14,8 @@ from groundkey_protocol.sun import sun_azel, sun_radec_deg
 XINGLONG = Station(40.3959, 117.5775, 893.0)
 
 
-def _unix(*args: int) -> float:
-    return dt.datetime(*args, tzinfo=dt.UTC).timestamp()
+def _unix(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=dt.UTC).timestamp()
 
 
 def test_meeus_example_25a() -> None:

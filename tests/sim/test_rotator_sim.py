@@ -117,7 +117,7 @@ async def test_cli_pty_link_survives_disconnect_fault(tmp_path: Path) -> None:
     link = tmp_path / "mount"
     proc, endpoint = await start_sim(
         "--protocol", "gs232b", "--pty", "--pty-link", str(link),
-        "--max-az", "450", "--start", "400,10", "--fault", "disconnect@0.5", "--outage-s", "0.5",
+        "--max-az", "450", "--start", "400,10", "--fault", "disconnect@1.5", "--outage-s", "0.5",
     )  # fmt: skip
     try:
         assert endpoint == str(link)

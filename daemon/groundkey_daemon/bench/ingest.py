@@ -66,8 +66,7 @@ def bench_ingest() -> Iterator[Record]:
 
 def bench_sim() -> Iterator[Record]:
     out = subprocess.run(
-        [sys.executable, "-m", "groundkey_sim.cli", "tagger", "--preset", "micius-2017",
-         "--bench"],
+        [sys.executable, "-m", "groundkey_sim.cli", "tagger", "--preset", "micius-2017", "--bench"],
         check=True,
         capture_output=True,
         text=True,

@@ -163,6 +163,9 @@ class CodecRotator(Rotator):
     def connected(self) -> bool:
         return self._transport.is_open
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, url={self.url!r})"
+
     async def open(self) -> None:
         self._opened = True
         if self._transport.is_open:

@@ -26,8 +26,9 @@ MARKER_BASE = 64
 
 
 class ReplayTagger(TimeTagger):
-    def __init__(self, url: str, *, name: str | None = None, read_bytes: int = 4 << 20,
-                 **_options: Any) -> None:
+    def __init__(
+        self, url: str, *, name: str | None = None, read_bytes: int = 4 << 20, **_options: Any
+    ) -> None:
         super().__init__(name=name or url)
         parts = urllib.parse.urlsplit(url)
         query = dict(urllib.parse.parse_qsl(parts.query))

@@ -58,6 +58,11 @@ def register(sub: Any) -> None:
         default="crlf",
         help="GS-232B position answer flavour",
     )
+    parser.add_argument(
+        "--split-replies",
+        action="store_true",
+        help="send the last byte of every answer separately (CR LF split across reads)",
+    )
     parser.add_argument("--resolution", type=int, default=2, help="SPID PH=PV pulses per degree")
     parser.add_argument(
         "--fault",
@@ -132,6 +137,7 @@ async def _serve(args: argparse.Namespace) -> int:
             outage_s=args.outage_s,
             seed=args.seed,
         )
+    server.split_replies = args.split_replies
     print(server.endpoint, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -42,8 +42,9 @@ def _bench(args: argparse.Namespace) -> int:
 
     start = parse_utc(args.start).timestamp() if args.start else None
     t0 = time.perf_counter()
-    link = Downlink(preset(args.preset), seed=args.seed, start_unix_s=start,
-                    duration_s=args.duration)
+    link = Downlink(
+        preset(args.preset), seed=args.seed, start_unix_s=start, duration_s=args.duration
+    )
     tags = sum(len(chunk) for chunk in link.chunks(0.1))
     wall_s = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -84,8 +84,8 @@ class Downlink:
         self.period_ps = preset.slot_period_ps
         self._grid_s = np.arange(-1.0, self.duration_s + 1.0 + GRID_S, GRID_S)
         if preset.tle is not None:
-            tle = parse_tle(preset.tle)[0]
-            station = Station(*preset.station)
+            parse_tle(preset.tle)[0]
+            Station(*preset.station)
             t_true = self.start_unix_s + self._grid_s + preset.along_track_error_s
             self._range_m, self._el_deg = _geometry(preset.tle, preset.station, t_true)
         else:

@@ -26,6 +26,7 @@ from groundkey_sim.rotator.mount import SimRotator
 
 log = logging.getLogger(__name__)
 
+SPLIT_DELAY_S = 0.02
 PROTOCOLS = ("gs232a", "gs232b", "rot2prog", "md01", "easycomm2", "rotctld")
 
 
@@ -81,6 +82,9 @@ class RotatorServer:
         self._rng = np.random.default_rng(seed)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # hardware quirk: the last byte of every answer (the LF of CR LF) comes 20 ms
+        # after the rest, so clients see it in a separate read
+        self.split_replies = False
 
     @property
     def position(self) -> AzEl:
@@ -209,6 +213,11 @@ class TcpRotatorServer(RotatorServer):
         try:
             while data := await reader.read(4096):
                 out, close = self.handle(codec, data)
+                if out and self.split_replies and len(out) > 1:
+                    writer.write(out[:-1])
+                    await writer.drain()
+                    await asyncio.sleep(SPLIT_DELAY_S)
+                    out = out[-1:]
                 if out:
                     writer.write(out)
                     await writer.drain()
@@ -289,11 +298,19 @@ class PtyRotatorServer(RotatorServer):
         if not data or self._codec is None:
             return
         out, _ = self.handle(self._codec, data)
-        if out:
-            try:
-                os.write(master, out)
-            except OSError:  # nobody reading and the queue is full: the bytes are lost
-                pass
+        if out and self.split_replies and len(out) > 1:
+            self._write(master, out[:-1])
+            asyncio.get_running_loop().call_later(SPLIT_DELAY_S, self._write, master, out[-1:])
+        elif out:
+            self._write(master, out)
+
+    def _write(self, master: int, data: bytes) -> None:
+        if self._fds is None or self._fds[0] != master:
+            return  # that pty is gone
+        try:
+            os.write(master, data)
+        except OSError:  # nobody reading and the queue is full: the bytes are lost
+            pass
 
 
 async def serve_tcp(

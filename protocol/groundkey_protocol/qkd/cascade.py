@@ -149,8 +149,8 @@ class _Passes:
             # few big blocks: AND with packed masks and popcount, no permuted copy
             packed = _pack64(bits)
             masked = packed[:, None, :] & self._block_masks(q)[None, :, :]
-            counts = np.bitwise_count(masked).sum(axis=2, dtype=np.int64)
-            return (counts & 1).astype(np.uint8)
+            counts = np.asarray(np.bitwise_count(masked), dtype=np.int64).sum(axis=2)
+            return np.asarray(counts & 1, dtype=np.uint8)
         permuted = bits if q == 0 else np.take(bits, self.perm(q), axis=1)
         acc = np.zeros((permuted.shape[0], self.n + 1), dtype=np.uint8)
         np.bitwise_xor.accumulate(permuted, axis=1, out=acc[:, 1:])
@@ -190,7 +190,8 @@ def _pack64(bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
     packed = np.packbits(bits, axis=1)
     pad = (-packed.shape[1]) % 8
     if pad:
-        packed = np.pad(packed, ((0, 0), (0, pad)))
+        zeros = np.zeros((packed.shape[0], pad), dtype=np.uint8)
+        packed = np.concatenate([packed, zeros], axis=1)
     return np.ascontiguousarray(packed).view(np.uint64)
 
 
@@ -225,8 +226,9 @@ class CascadeAlice(ReconcileAlice):
             self._prefix[q] = np.zeros((self.frames, self.frame_bits + 1), dtype=np.uint8)
             self._prefix_done[q] = np.zeros(self.frames, dtype=bool)
         prefix, done = self._prefix[q], self._prefix_done[q]
-        todo = np.unique(rows[~done[rows]])
+        todo = rows[~done[rows]]
         if todo.size:
+            todo = np.unique(todo)
             sub = self._bits[todo]
             permuted = sub if q == 0 else np.take(sub, self._passes.perm(q), axis=1)
             block = np.zeros((todo.size, self.frame_bits + 1), dtype=np.uint8)
@@ -242,6 +244,10 @@ class CascadeAlice(ReconcileAlice):
         s: NDArray[np.int64],
         e: NDArray[np.int64],
     ) -> NDArray[np.uint8]:
+        q_lo, q_hi = int(q.min()), int(q.max())
+        if q_lo == q_hi:
+            prefix = self._prefix_xor(q_lo, f)
+            return np.asarray(prefix[f, e] ^ prefix[f, s], dtype=np.uint8)
         out = np.empty(f.size, dtype=np.uint8)
         for qq in np.unique(q).tolist():
             sel = q == qq

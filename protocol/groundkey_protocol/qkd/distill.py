@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,7 +47,7 @@ from groundkey_protocol.link.messages import (
     VerifyResult,
     VerifyTags,
 )
-from groundkey_protocol.qkd.amplify import amplify, seed_bits
+from groundkey_protocol.qkd.amplify import FAMILIES, amplify, seed_bits
 from groundkey_protocol.qkd.finite_key import (
     DecoyCounts,
     FiniteKey,
@@ -54,6 +55,7 @@ from groundkey_protocol.qkd.finite_key import (
     finite_key_length,
 )
 from groundkey_protocol.qkd.reconcile import (
+    RECONCILERS,
     ReconcileBob,
     ReconcileParams,
     Reconciler,
@@ -109,7 +111,28 @@ class DistillConfig:
     min_qber: float = 0.002  # floor of the QBER handed to reconciliation
     f_ec_estimate: float = 1.10  # only for the early "no key possible" check
 
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> DistillConfig:
+        """Build from a config table (e.g. TOML ``[distill]``); unknown keys raise ValueError."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown distillation settings: {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for name, value in values.items():
+            if name in ("intensities", "probabilities"):
+                if not isinstance(value, list | tuple) or len(value) != 3:
+                    raise ValueError(f"{name} must be a list of 3 numbers")
+                kwargs[name] = tuple(float(v) for v in value)
+            else:
+                kwargs[name] = value
+        return cls(**kwargs)
+
     def __post_init__(self) -> None:
+        if self.reconcile not in RECONCILERS:
+            raise ValueError(f"unknown reconciliation method {self.reconcile!r}")
+        if self.amplify not in FAMILIES:
+            raise ValueError(f"unknown hash family {self.amplify!r}")
         if not (0 < self.eps_sec < 1 and 0 < self.eps_cor < 1):
             raise ValueError("eps_sec and eps_cor must be in (0, 1)")
         if self.frame_bits < _MIN_FRAME_BITS:
@@ -436,6 +459,8 @@ class DistillAlice(_Role):
         if len(message.slots) != 8 * message.count:
             raise ProtocolError("slots do not match count", protocol="distill")
         slots = np.frombuffer(message.slots, dtype="<i8").astype(np.int64)
+        if slots.size > 1 and not (np.diff(slots) > 0).all():
+            raise ProtocolError("announced slots are not strictly increasing", protocol="distill")
         bob_bases = _unpack(message.bases, message.count, "bases")
         sifted, bases, intensities = alice_sift(slots, bob_bases, self._table)
         self._sifted = sifted

@@ -36,13 +36,16 @@ def gamma(a: float, b: float, c: float, d: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class DecoyCounts:
-    """Sifted detections per intensity and basis, and Z-basis errors per intensity."""
+    """Sifted detections per intensity and basis, and Z-basis errors per intensity.
+
+    Counts are observed integers in a protocol run; expected (float) counts work too.
+    """
 
     intensities: tuple[float, float, float]
     probabilities: tuple[float, float, float]
-    n_x: tuple[int, int, int]
-    n_z: tuple[int, int, int]
-    m_z: tuple[int, int, int]
+    n_x: tuple[float, float, float]
+    n_z: tuple[float, float, float]
+    m_z: tuple[float, float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,7 @@ def _tau(n: int, mu: Sequence[float], p: Sequence[float]) -> float:
 
 
 def _bounds(
-    counts: Sequence[int], mu: Sequence[float], p: Sequence[float], eps_sec: float
+    counts: Sequence[float], mu: Sequence[float], p: Sequence[float], eps_sec: float
 ) -> tuple[list[float], list[float]]:
     total = sum(counts)
     delta = math.sqrt(total / 2.0 * math.log(21.0 / eps_sec))
@@ -73,7 +76,7 @@ def _bounds(
 
 
 def _vacuum_and_single(
-    counts: Sequence[int], mu: Sequence[float], p: Sequence[float], eps_sec: float
+    counts: Sequence[float], mu: Sequence[float], p: Sequence[float], eps_sec: float
 ) -> tuple[float, float]:
     mu1, mu2, mu3 = mu
     tau0, tau1 = _tau(0, mu, p), _tau(1, mu, p)

@@ -30,6 +30,7 @@ __all__ = [
     "SparsePulseTable",
     "alice_sift",
     "bob_sift",
+    "split_detections",
     "squash_clicks",
 ]
 
@@ -47,6 +48,19 @@ class Detections:
 
     def __repr__(self) -> str:
         return f"Detections({self.slots.size} events)"
+
+
+def split_detections(detections: Detections, max_events: int) -> list[Detections]:
+    """Cut a pass into consecutive blocks of at most ``max_events`` detections (by slot)."""
+    if max_events < 1:
+        raise ValueError("max_events must be >= 1")
+    d = detections
+    return [
+        Detections(
+            d.slots[i : i + max_events], d.bases[i : i + max_events], d.bits[i : i + max_events]
+        )
+        for i in range(0, max(d.slots.size, 1), max_events)
+    ]
 
 
 def squash_clicks(

@@ -24,11 +24,21 @@ Method (beacon + qubit phase, as Micius did with its sync laser):
    local mean, is the phase correction. Detections within ``gate_slots`` of a slot
    centre are flagged ``in_gate`` (the 2 ns coincidence window).
 
-Everything is vectorized; the only Python loops run over channels.
+Without a beacon, :func:`recover_from_qubits` times the qubit stream itself
+(after Calderaro et al., PR Applied 2020): the detections' emission-time estimates
+are folded modulo the slot period for trial clock rates, coarse to fine (the
+spectral line at 100 MHz; peak width = period / window), which gives drift and the
+fractional slot phase; the integer slot offset (±10 µs = ±1000 slots) then comes from
+correlating the detections with a public pattern, Alice's decoy-state intensities,
+which BB84 announces for parameter estimation anyway: at the right shift almost no
+detection falls on a vacuum slot and most fall on signal slots.
+
+Everything is vectorized; Python loops run only over search stages.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,7 +143,7 @@ def recover(
     )
     index, keep, _ = unwrap_beacons(emission, beacon_period, cfg.max_drift_ppm)
     k_b = index[keep] * cfg.sync_divider
-    t_b = tb[keep]
+    tb[keep]
     e_b = emission[keep]
     # offset/drift of the satellite clock (plus any TLE range error)
     x = k_b.astype(np.float64) * period
@@ -144,12 +154,10 @@ def recover(
     td = np.asarray(detect_ps, dtype=np.int64)
     # Interpolate in emission time (arrival minus predicted flight time): there the
     # slot index is linear in time up to the small TLE error, even across beacon gaps.
-    e_d = (
-        td.astype(np.float64)
-        - np.interp(td.astype(np.float64), grid_t.astype(np.float64), grid_tof.astype(np.float64))
-        - float(sat_epoch_ps)
-    )
-    rel_e = e_d - e_b[0]
+    td_f = td.astype(np.float64)
+    rel_e = td_f - np.interp(td_f, grid_t.astype(np.float64), grid_tof.astype(np.float64))
+    rel_e -= float(sat_epoch_ps) + e_b[0]
+    del td_f
     rel_eb = e_b - e_b[0]
     rel_k = (k_b - k_b[0]).astype(np.float64)
     rate = slope * period  # emission ps per slot
@@ -158,32 +166,21 @@ def recover(
     after = rel_e > rel_eb[-1]
     frac[before] = rel_e[before] / rate
     frac[after] = rel_k[-1] + (rel_e[after] - rel_eb[-1]) / rate
-    phase = frac - np.rint(frac)
-    # per-channel phase offset (cable and detector delays)
-    corr = np.zeros(len(td), dtype=np.float64)
-    ch = np.asarray(channels)
-    for c in np.unique(ch):
-        sel = ch == c
-        corr[sel] = _peak_phase(phase[sel], cfg.phase_bins)
-    phase = _wrap(phase - corr)
+    # per-channel phase offset (cable and detector delays), from a subsample
+    ch = np.asarray(channels).astype(np.int64)
+    stride = max(1, len(frac) // 400_000)
+    sub = frac[::stride]
+    corr_ch = _group_peaks(sub - np.rint(sub), ch[::stride], 256, cfg.phase_bins, 0.1, 1)
+    frac -= corr_ch[ch]
     # per-window residual tracking
     if len(td):
-        win = ((td - td.min()) // int(cfg.window_s * 1e12)).astype(np.int64)
+        win = (td - td[0]) // int(cfg.window_s * 1e12)
+        win -= win.min()
         n_win = int(win.max()) + 1
-        bins = np.minimum(((phase + 0.5) * cfg.phase_bins).astype(np.int64), cfg.phase_bins - 1)
-        hist = np.bincount(win * cfg.phase_bins + bins, minlength=n_win * cfg.phase_bins)
-        hist = hist.reshape(n_win, cfg.phase_bins)
-        peak = (hist.argmax(axis=1) + 0.5) / cfg.phase_bins - 0.5
-        counts = hist.sum(axis=1)
-        peak = np.where(counts >= cfg.min_window_counts, peak, 0.0)
-        near = np.abs(_wrap(phase - peak[win])) < cfg.gate_slots
-        num = np.bincount(win[near], weights=_wrap(phase - peak[win])[near], minlength=n_win)
-        den = np.bincount(win[near], minlength=n_win)
-        resid = peak + np.where(den > 0, num / np.maximum(den, 1), 0.0)
-        resid = np.where(counts >= cfg.min_window_counts, resid, 0.0)
-        frac = frac - corr - resid[win]
-    else:
-        frac = frac - corr
+        resid = _group_peaks(
+            frac - np.rint(frac), win, n_win, cfg.phase_bins, cfg.gate_slots, cfg.min_window_counts
+        )
+        frac -= resid[win]
     slot_rel = np.rint(frac)
     phase = frac - slot_rel
     slots = slot_rel.astype(np.int64) + k_b[0]
@@ -198,19 +195,141 @@ def recover(
     )
 
 
+def _fold_strength(rel_e: Float64Array, period: float, drifts: Float64Array) -> Float64Array:
+    """|mean exp(2 pi i e / (P (1 + d)))| for each trial drift d (rows: trials)."""
+    cycles = rel_e[None, :] / (period * (1.0 + drifts[:, None]))
+    return np.asarray(np.abs(np.exp(2j * np.pi * cycles).mean(axis=1)), dtype=np.float64)
+
+
+def search_drift(
+    rel_e: Float64Array,
+    period: float,
+    max_drift_ppm: float,
+    *,
+    first_count: int = 400,
+    max_points: int = 4000,
+) -> float:
+    """Clock-rate error (ppm) from the periodicity of emission-time estimates.
+
+    ``rel_e`` is sorted emission time relative to its first element. Stage windows
+    grow 8x; each stage scans +-range with steps of a quarter peak width.
+    """
+    n = len(rel_e)
+    if n < 50:
+        raise ProtocolError("too few detections for a qubit-timing search", protocol="sync")
+    center = 0.0
+    half_range = max_drift_ppm * 1e-6
+    count = min(first_count, n)
+    while True:
+        window = rel_e[:count]
+        span = float(window[-1] - window[0])
+        if span <= 0:
+            raise ProtocolError("detections do not span any time", protocol="sync")
+        step = period / span / 4.0
+        stride = max(1, count // max_points)
+        pts = window[::stride]
+        trials = center + np.arange(-half_range, half_range + step, step)
+        for i in range(0, len(trials), 256):
+            part = trials[i : i + 256]
+            strength = _fold_strength(pts, period, part)
+            j = int(strength.argmax())
+            if i == 0 or strength[j] > best_strength:
+                best_strength, best = float(strength[j]), float(part[j])
+        center = best
+        if count >= n:
+            return center * 1e6
+        half_range = 2.0 * step
+        count = min(n, count * 8)
+        best_strength = 0.0
+
+
+def recover_from_qubits(
+    detect_ps: Int64Array,
+    channels: npt.NDArray[np.uint8],
+    tof_grid_ps: tuple[Int64Array, Int64Array],
+    public_weight: Callable[[Int64Array], Float64Array],
+    *,
+    sat_epoch_ps: int = 0,
+    max_offset_ps: float = 20e6,
+    config: SyncConfig | None = None,
+    shift_sample: int = 4000,
+) -> SyncResult:
+    """Slot indices without a beacon. ``public_weight(slots)`` is the announced pattern
+    as expected relative click probability (e.g. the intensity of each slot)."""
+    cfg = config or SyncConfig()
+    period = float(cfg.slot_period_ps)
+    td = np.asarray(detect_ps, dtype=np.int64)
+    grid_t, grid_tof = tof_grid_ps
+    td_f = td.astype(np.float64)
+    e = td_f - np.interp(td_f, grid_t.astype(np.float64), grid_tof.astype(np.float64))
+    e -= float(sat_epoch_ps)
+    order = np.argsort(e, kind="stable")
+    e0 = float(e[order[0]])
+    rel = e - e0
+    drift_ppm = search_drift(rel[order], period, cfg.max_drift_ppm)
+    rate = period * (1.0 + drift_ppm * 1e-6)
+    # slot index counted from e0 (an integer shift and a phase still unknown)
+    frac = rel / rate
+    ch = np.asarray(channels).astype(np.int64)
+    stride = max(1, len(frac) // 400_000)
+    sub = frac[::stride]
+    corr_ch = _group_peaks(sub - np.rint(sub), ch[::stride], 256, cfg.phase_bins, 0.1, 1)
+    frac -= corr_ch[ch]
+    # integer offset: nominal index of e0 plus a shift within the offset uncertainty
+    base = np.rint(frac)
+    in_gate = np.abs(frac - base) <= cfg.gate_slots / 2
+    pick = np.flatnonzero(in_gate)[:: max(1, int(in_gate.sum()) // shift_sample)]
+    k_nominal = np.rint(e0 / period)
+    shifts = np.arange(-np.ceil(max_offset_ps / period), np.ceil(max_offset_ps / period) + 1)
+    cand = (base[pick][None, :] + k_nominal + shifts[:, None]).astype(np.int64)
+    score = np.asarray(public_weight(cand.ravel()), dtype=np.float64).reshape(cand.shape)
+    shift = int(shifts[int(score.mean(axis=1).argmax())])
+    k_first = int(k_nominal) + shift
+    if len(td):
+        win = (td - td[0]) // int(cfg.window_s * 1e12)
+        win -= win.min()
+        n_win = int(win.max()) + 1
+        resid = _group_peaks(
+            frac - np.rint(frac), win, n_win, cfg.phase_bins, cfg.gate_slots, cfg.min_window_counts
+        )
+        frac -= resid[win]
+    slot_rel = np.rint(frac)
+    phase = frac - slot_rel
+    slots = slot_rel.astype(np.int64) + k_first
+    offset_ps = e0 - k_first * rate
+    return SyncResult(
+        slots=slots,
+        phase_slots=phase,
+        in_gate=np.abs(phase) <= cfg.gate_slots / 2,
+        offset_ps=float(offset_ps),
+        drift_ppm=drift_ppm,
+        beacons_used=0,
+        beacons_rejected=0,
+    )
+
+
 def _wrap(x: Float64Array) -> Float64Array:
     return np.asarray(x - np.rint(x), dtype=np.float64)
 
 
-def _peak_phase(phase: Float64Array, bins: int) -> float:
-    """Circular peak of phases in [-0.5, 0.5): histogram peak refined by a local mean."""
-    if len(phase) == 0:
-        return 0.0
+def _group_peaks(
+    phase: Float64Array,
+    groups: Int64Array,
+    n_groups: int,
+    bins: int,
+    near_slots: float,
+    min_counts: int,
+) -> Float64Array:
+    """Circular peak of the phases (in [-0.5, 0.5)) of each group: histogram peak,
+    refined by the mean within ``near_slots``; 0 for groups with fewer than
+    ``min_counts`` members."""
     b = np.minimum(((phase + 0.5) * bins).astype(np.int64), bins - 1)
-    hist = np.bincount(b, minlength=bins)
-    peak = (int(hist.argmax()) + 0.5) / bins - 0.5
-    d = _wrap(phase - peak)
-    near = np.abs(d) < 0.1
-    if near.any():
-        peak += float(d[near].mean())
-    return float(peak)
+    hist = np.bincount(groups * bins + b, minlength=n_groups * bins).reshape(n_groups, bins)
+    counts = hist.sum(axis=1)
+    peak = (hist.argmax(axis=1) + 0.5) / bins - 0.5
+    d = _wrap(phase - peak[groups])
+    near = np.abs(d) < near_slots
+    num = np.bincount(groups[near], weights=d[near], minlength=n_groups)
+    den = np.bincount(groups[near], minlength=n_groups)
+    refined = peak + np.where(den > 0, num / np.maximum(den, 1), 0.0)
+    return np.asarray(np.where(counts >= min_counts, refined, 0.0), dtype=np.float64)

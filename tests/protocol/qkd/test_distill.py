@@ -196,3 +196,38 @@ def test_reconcile_verify_amplify_over_bsc(qber: float) -> None:
     key_a = toeplitz_hash(alice_bits[ok].reshape(-1), seed, n // 2)
     key_b = toeplitz_hash(bob.corrected_bits[ok].reshape(-1), seed, n // 2)  # type: ignore[attr-defined]
     np.testing.assert_array_equal(key_a, key_b)
+
+
+def test_config_from_mapping() -> None:
+    cfg = DistillConfig.from_mapping(
+        {"eps_sec": 1e-10, "reconcile": "cascade-biconf", "intensities": [0.6, 0.2, 0.0]}
+    )
+    assert cfg.eps_sec == 1e-10
+    assert cfg.intensities == (0.6, 0.2, 0.0)
+    with pytest.raises(ValueError, match="unknown distillation settings: bogus"):
+        DistillConfig.from_mapping({"bogus": 1})
+    with pytest.raises(ValueError, match="unknown reconciliation method"):
+        DistillConfig(reconcile="turbo")
+    with pytest.raises(ValueError, match="unknown hash family"):
+        DistillConfig(amplify="sha")
+
+
+def test_pass_split_into_independent_blocks() -> None:
+    from groundkey_protocol.qkd.sifting import split_detections
+
+    sp = synthesize_pass(np.random.default_rng(31), detections=3_000_000)
+    blocks = split_detections(sp.bob, 1_500_000)
+    assert [b.slots.size for b in blocks] == [1_500_000, 1_500_000]
+    keys = []
+    for i, block in enumerate(blocks):
+        cfg = DistillConfig(frame_bits=20_000)
+        alice = DistillAlice(cfg, sp.alice, np.random.default_rng(40 + i), block_id=f"s{i}")
+        bob = DistillBob(cfg, block, np.random.default_rng(50 + i), block_id=f"s{i}")
+        run_pair(alice, bob)
+        assert alice.outcome is not None
+        assert bob.outcome is not None
+        assert alice.outcome.key is not None
+        assert bob.outcome.key is not None
+        assert alice.outcome.key.material == bob.outcome.key.material
+        keys.append(alice.outcome.key.material)
+    assert keys[0] != keys[1]

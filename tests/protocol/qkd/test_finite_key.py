@@ -107,20 +107,24 @@ def lim_fig1_key_bits(length_km: float, params: tuple[float, ...], n_x: float = 
     if min(p1, p2, p3) <= 0.005 or not (mu1 > mu2 + mu3 and mu2 > mu3) or not 0 < qx < 1:
         return 0.0
     eta = 10 ** (-0.02 * length_km) * 0.1
-    mu, p = (mu1, mu2, mu3), (p1, p2, p3)
-    det = [1 - (1 - 2 * 6e-7) * math.exp(-eta * k) for k in mu]
-    rate = [d * 1.04 for d in det]
-    err = [6e-7 + 5e-3 * (1 - math.exp(-eta * k)) + 0.04 * d / 2 for k, d in zip(mu, det)]
-    gain = sum(pk * r for pk, r in zip(p, rate))
+    mu, p = np.array([mu1, mu2, mu3]), np.array([p1, p2, p3])
+    det = 1 - (1 - 2 * 6e-7) * np.exp(-eta * mu)
+    rate = det * 1.04
+    err = 6e-7 + 5e-3 * (1 - np.exp(-eta * mu)) + 0.04 * det / 2
+    gain = float((p * rate).sum())
     pulses = n_x / (qx * qx * gain)
+
+    def triple(values: np.ndarray) -> tuple[float, float, float]:
+        return (float(values[0]), float(values[1]), float(values[2]))
+
     counts = DecoyCounts(
-        mu,
-        p,
-        tuple(pulses * qx * qx * pk * r for pk, r in zip(p, rate)),  # type: ignore[arg-type]
-        tuple(pulses * (1 - qx) ** 2 * pk * r for pk, r in zip(p, rate)),  # type: ignore[arg-type]
-        tuple(pulses * (1 - qx) ** 2 * pk * e for pk, e in zip(p, err)),  # type: ignore[arg-type]
+        triple(mu),
+        triple(p),
+        triple(pulses * qx * qx * p * rate),
+        triple(pulses * (1 - qx) ** 2 * p * rate),
+        triple(pulses * (1 - qx) ** 2 * p * err),
     )
-    e_obs = sum(pk * e for pk, e in zip(p, err)) / gain
+    e_obs = float((p * err).sum()) / gain
     leak = 1.16 * n_x * binary_entropy(e_obs)
     eps_sec = 1e-15 * n_x
     for _ in range(3):  # ε_sec = κ·ℓ: a few fixed-point steps

@@ -26,7 +26,7 @@ def test_recovers_slots_offset_and_drift(offset_ps: int, drift_ppm: float) -> No
 
     def arrival(slots: np.ndarray) -> np.ndarray:
         emit = offset_ps + slots * PERIOD_PS * (1 + drift_ppm * 1e-6)
-        return emit + tof_ps(emit * 1e-12)
+        return np.asarray(emit + tof_ps(emit * 1e-12), dtype=np.float64)
 
     # signal: 20 kcps of detections, 400 ps FWHM jitter, a per-channel cable delay
     slots = np.sort(rng.choice(n_slots, 60_000, replace=False)).astype(np.int64)
@@ -50,10 +50,17 @@ def test_recovers_slots_offset_and_drift(offset_ps: int, drift_ppm: float) -> No
 
     # the station's prediction from a TLE that is 1 km off (3.3 µs)
     grid_s = np.arange(-0.5, duration_s + 0.5, 0.05)
-    prediction = (np.rint(grid_s * 1e12).astype(np.int64),
-                  np.rint(tof_ps(grid_s) + 3_300_000).astype(np.int64))
-    result = recover(det_t, det_ch, beacon_all, prediction,
-                     config=SyncConfig(slot_period_ps=PERIOD_PS, sync_divider=DIVIDER))
+    prediction = (
+        np.rint(grid_s * 1e12).astype(np.int64),
+        np.rint(tof_ps(grid_s) + 3_300_000).astype(np.int64),
+    )
+    result = recover(
+        det_t,
+        det_ch,
+        beacon_all,
+        prediction,
+        config=SyncConfig(slot_period_ps=PERIOD_PS, sync_divider=DIVIDER),
+    )
 
     signal = truth >= 0
     assert np.mean(result.slots[signal] == truth[signal]) >= 0.999
@@ -76,7 +83,7 @@ def test_unwrap_rejects_no_grid_and_too_few() -> None:
 
 def test_absolute_beacon_index_from_prediction() -> None:
     k = np.arange(7, 2000, dtype=np.int64)
-    emission = k * 1e8 * (1 + 20e-6) + 4e6  # 4 µs off, 20 ppm fast
+    emission = (k * 1e8 * (1 + 20e-6) + 4e6).astype(np.float64)  # 4 µs off, 20 ppm fast
     index, keep, drift = unwrap_beacons(emission, 1e8)
     np.testing.assert_array_equal(index, k)
     assert keep.all()

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the construction changes, so cached codes are regenerated.
-CONSTRUCTION_VERSION = 1
+CONSTRUCTION_VERSION = 2
 #: Rates whose degree profiles are tabulated; codes of other rates (any multiple of
 #: 1/BASE_COLUMNS, see :mod:`.rate`) use the profile of the nearest one.
 MOTHER_RATES: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
@@ -189,7 +189,7 @@ def _peg_base(
 def _assign_shifts(
     adj: npt.NDArray[np.bool_], z: int, rng: np.random.Generator
 ) -> npt.NDArray[np.int32]:
-    """Random circulant shifts avoiding lifted 4-cycles where possible."""
+    """Random circulant shifts with the fewest lifted 4-cycles (none when ``z`` allows)."""
     mb, nb = adj.shape
     kb = nb - mb
     base = np.full((mb, nb), -1, dtype=np.int32)
@@ -201,16 +201,15 @@ def _assign_shifts(
     assigned = base >= 0
     for j in range(kb):
         for i in np.flatnonzero(adj[:, j]):
-            forbidden = np.zeros(z, dtype=bool)
+            conflicts = np.zeros(z, dtype=np.int64)
             # 4-cycle i-j-r-c: s(i,j) - s(r,j) + s(r,c) - s(i,c) != 0 mod z
-            rows = np.flatnonzero(assigned[:, j])
-            for r in rows:
+            for r in np.flatnonzero(assigned[:, j]):
                 cols = np.flatnonzero(assigned[i] & assigned[r])
                 if cols.size:
                     bad = (base[r, j] - base[r, cols] + base[i, cols]) % z
-                    forbidden[bad] = True
-            free = np.flatnonzero(~forbidden)
-            base[i, j] = int(rng.choice(free)) if free.size else int(rng.integers(z))
+                    np.add.at(conflicts, bad, 1)
+            best = np.flatnonzero(conflicts == conflicts.min())
+            base[i, j] = int(rng.choice(best))
             assigned[i, j] = True
     return base
 

@@ -41,11 +41,20 @@ from groundkey_protocol.qkd.ldpc.rate import (
 )
 from groundkey_protocol.qkd.reconcile import ReconcileAlice, ReconcileBob, ReconcileParams
 
-__all__ = ["BLIND_SAFE_EFFICIENCY_GAIN", "LdpcAlice", "LdpcBob", "is_blind"]
+__all__ = [
+    "BLIND_FIRST_FACTOR",
+    "BLIND_SAFE_EFFICIENCY_GAIN",
+    "LdpcAlice",
+    "LdpcBob",
+    "is_blind",
+]
 
+#: Blind mode aims its first message at this fraction of the plain target
+#: efficiency (more frames fail, but the reveal round rescues them cheaply).
+BLIND_FIRST_FACTOR = 1.0
 #: In the blind round, Bob asks for enough symbols that the efficiency of what
-#: remains unknown rises by this factor over the first message's target.
-BLIND_SAFE_EFFICIENCY_GAIN = 1.3
+#: remains unknown is this factor times the plain target.
+BLIND_SAFE_EFFICIENCY_GAIN = 1.25
 _KNOWN_LLR = np.float32(40.0)
 
 
@@ -59,7 +68,10 @@ class _Setup:
 
     def __init__(self, params: ReconcileParams, frame_bits: int) -> None:
         self.blind = is_blind(params.method)
-        self.plan: RatePlan = plan_rate(frame_bits, params.qber)
+        target = default_efficiency(params.qber, frame_bits)
+        if self.blind:
+            target *= BLIND_FIRST_FACTOR
+        self.plan: RatePlan = plan_rate(frame_bits, params.qber, efficiency=target)
         self.code = get_code(self.plan.mother_rate, self.plan.n)
         self.pos: Positions = plan_positions(self.code, self.plan, seed=params.seed)
         rng = np.random.default_rng([params.seed, 0x1D9C])
@@ -73,7 +85,7 @@ class _Setup:
     def reveal_count(self, qber: float) -> int:
         """Symbols to reveal so the unknown remainder decodes at a safe efficiency."""
         p = self.plan
-        f_safe = default_efficiency(qber) * BLIND_SAFE_EFFICIENCY_GAIN
+        f_safe = default_efficiency(qber, p.frame_bits) * BLIND_SAFE_EFFICIENCY_GAIN
         unknown_max = p.m / (f_safe * binary_entropy(qber))
         extra = max(0, math.ceil(p.frame_bits - unknown_max))
         return p.punctured + min(extra, p.frame_bits)

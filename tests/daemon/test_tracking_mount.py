@@ -1,4 +1,5 @@
-"""Helpers for the tracking tests: an in-process az/el mount with slew-rate physics."""
+"""An in-process az/el mount with slew-rate physics for the tracking tests (and its own
+tests), plus the overhead-pass geometry they share."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from groundkey_drivers.errors import DeviceDisconnected, DeviceTimeout
+from groundkey_drivers.errors import DeviceDisconnected, DeviceError
 from groundkey_drivers.rotator.base import Rotator
 from groundkey_protocol.clock import Clock
 from groundkey_protocol.devices.rotator import AzEl, RotatorLimits
@@ -48,7 +49,7 @@ class SimpleMount(Rotator):
         limits: RotatorLimits = RotatorLimits(max_az_deg=450.0),  # noqa: B008
         park: AzEl = AzEl(0.0, 90.0),  # noqa: B008
         rates: tuple[float, float] = (6.0, 6.0),
-        faults: dict[float, type[Exception]] | None = None,
+        faults: dict[float, type[DeviceError]] | None = None,
     ) -> None:
         super().__init__(name="testmount", limits=limits, park=park, slew_rate_deg_s=rates)
         self.clock = clock
@@ -126,4 +127,29 @@ def _steps(
     return np.asarray(value + np.sign(delta) * np.minimum(max_steps, abs(delta)))
 
 
-__all__ = ["DeviceTimeout", "SimpleMount", "overhead_station"]
+def test_simple_mount_slews_at_its_rates_in_clock_time() -> None:
+    import asyncio
+
+    from groundkey_protocol.clock import SimClock
+
+    async def scenario() -> None:
+        clock = SimClock(epoch=EPOCH, speed=1000.0)
+        mount = SimpleMount(clock, rates=(5.0, 2.0))
+        await mount.point(AzEl(100.0, 70.0))
+        await asyncio.sleep(clock.wall_delay_s(10.0))
+        halfway = await mount.position()  # 100 deg at 5 deg/s takes 20 s
+        assert 45.0 <= halfway.az_deg <= 60.0
+        assert halfway.el_deg == 70.0  # 20 deg at 2 deg/s: there after 10 s
+        await asyncio.sleep(clock.wall_delay_s(11.0))
+        assert await mount.position() == AzEl(100.0, 70.0)
+        _, az, el = mount.trajectory(step_s=1.0)
+        assert np.all(np.diff(az) >= 0)
+        assert np.all(np.diff(el) <= 0)  # from park (el 90) down to 70
+
+    asyncio.run(scenario())
+
+
+def test_overhead_geometry() -> None:
+    station, pass_ = overhead_station()
+    assert pass_.max_el_deg > 85.0
+    assert abs(station.lat_deg - XINGLONG.lat_deg) < 15.0
