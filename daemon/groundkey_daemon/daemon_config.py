@@ -56,7 +56,7 @@ class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     pass
 
 
-class ServiceSection(_Section):
+class ServiceSection(_Section, frozen=True):
     """``[service]``: the supervisor."""
 
     #: "wall" in service; "sim:EPOCH,speed=N" for demos and bench tests
@@ -78,7 +78,7 @@ class ServiceSection(_Section):
     skip_started: bool = False
 
 
-class LinkConfig(_Section):
+class LinkConfig(_Section, frozen=True):
     """``[link]``: the classical channel to the satellite (ZeroMQ DEALER -> ROUTER)."""
 
     endpoint: str = ""
@@ -90,7 +90,7 @@ class LinkConfig(_Section):
     replay_window: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
 
 
-class AcquisitionConfig(_Section):
+class AcquisitionConfig(_Section, frozen=True):
     """``[acquisition]``: detectors, time tagger and the durable raw-chunk spool."""
 
     tagger_url: str = ""
@@ -111,7 +111,7 @@ class AcquisitionConfig(_Section):
     min_el_deg: Annotated[float, msgspec.Meta(ge=0, le=90)] = 10.0
 
 
-class DistillSection(_Section):
+class DistillSection(_Section, frozen=True):
     """``[distill]``: Bob's key distillation (both ends must agree on these)."""
 
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
@@ -222,13 +222,9 @@ def load_daemon_config(path: str | Path) -> DaemonConfig:
     r = msgspec.structs.replace
     config = r(
         config,
-        station=r(
-            config.station, tle_files=[_absolute(base, n) for n in config.station.tle_files]
-        ),
+        station=r(config.station, tle_files=[_absolute(base, n) for n in config.station.tle_files]),
         keystore=r(config.keystore, state_dir=_absolute(base, config.keystore.state_dir)),
-        acquisition=r(
-            config.acquisition, spool_dir=_absolute(base, config.acquisition.spool_dir)
-        ),
+        acquisition=r(config.acquisition, spool_dir=_absolute(base, config.acquisition.spool_dir)),
         delivery=r(config.delivery, allow_dir=_absolute(base, config.delivery.allow_dir)),
     )
     _check_paths(config, source)

@@ -61,6 +61,8 @@ def summary_lines(stats: PointingStats) -> list[str]:
         f"{stats.min_sun_separation_deg:.1f} deg",
         f"pre-positioned before AOS: {'yes' if stats.prepositioned else 'NO'}, "
         f"parked after LOS: {'yes' if stats.parked else 'NO'}",
+        f"late cycles (excluded above): {stats.late_cycles}, max error there "
+        f"{stats.late_max_error_deg:.2f} deg",
         f"rotator errors: {stats.rotator_errors} (reconnects {stats.reconnects}), "
         f"command cycle {stats.cycle_s:.2f} s, link latency {stats.latency_s * 1000:.0f} ms "
         f"(simulated time)",

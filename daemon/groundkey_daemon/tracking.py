@@ -510,11 +510,18 @@ class TrackSample:
     keyhole: bool
     sun_hold: bool
     sun_separation_deg: float  # of the reported direction
+    #: the cycle ran late: its reply came more than half a cycle after its tick (a
+    #: blocked event loop or a slow device; under a fast SimClock, any wall hiccup)
+    late: bool = False
 
 
 @dataclass(slots=True)
 class PointingStats:
-    """Pointing quality of a pass. Keyhole and sun-hold time is excluded from the error."""
+    """Pointing quality of a pass.
+
+    ``max_error_deg``/RMS cover on-schedule cycles outside the keyhole manoeuvre and
+    sun holds; those are reported on their own (``keyhole_*``, ``sun_hold_s``,
+    ``late_*``). ``time_on_target_s`` counts every cycle within the threshold."""
 
     threshold_deg: float
     samples: int = 0
@@ -528,6 +535,8 @@ class PointingStats:
     sun_hold_s: float = 0.0
     no_report_s: float = 0.0
     min_sun_separation_deg: float = 180.0
+    late_cycles: int = 0
+    late_max_error_deg: float = 0.0
     rotator_errors: int = 0
     reconnects: int = 0
     sun_detours: int = 0
@@ -556,12 +565,16 @@ class PointingStats:
             self.keyhole_s += weight_s
             self.keyhole_max_error_deg = max(self.keyhole_max_error_deg, sample.error_deg)
             return
+        if sample.error_deg <= self.threshold_deg:
+            self.time_on_target_s += weight_s
+        if sample.late:  # scheduling, not pointing: reported on its own
+            self.late_cycles += 1
+            self.late_max_error_deg = max(self.late_max_error_deg, sample.error_deg)
+            return
         self.samples += 1
         self.max_error_deg = max(self.max_error_deg, sample.error_deg)
         self.sum_sq_error += sample.error_deg**2
         self.max_command_error_deg = max(self.max_command_error_deg, sample.command_error_deg)
-        if sample.error_deg <= self.threshold_deg:
-            self.time_on_target_s += weight_s
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -574,6 +587,8 @@ class PointingStats:
             "keyhole_max_error_deg": round(self.keyhole_max_error_deg, 3),
             "sun_hold_s": round(self.sun_hold_s, 2),
             "min_sun_separation_deg": round(self.min_sun_separation_deg, 2),
+            "late_cycles": self.late_cycles,
+            "late_max_error_deg": round(self.late_max_error_deg, 3),
             "rotator_errors": self.rotator_errors,
             "reconnects": self.reconnects,
             "sun_detours": self.sun_detours,
@@ -604,6 +619,7 @@ class Tracker:
     plan: TrackPlan | None = None
     stats: PointingStats = field(init=False)
     _latency_s: float = field(init=False, default=0.0)
+    _in_sun_hold: bool = field(init=False, default=False)
     _reopen: bool = field(init=False, default=False)
     _last_reported: AzEl | None = field(init=False, default=None)
 
@@ -748,7 +764,7 @@ class Tracker:
         self.stats.min_sun_separation_deg = min(self.stats.min_sun_separation_deg, sun_sep)
         if self.on_sample is not None:
             error = float(separation_deg(commanded.az_deg, commanded.el_deg, *_pair(reported)))
-            self.on_sample(
+            self._emit(
                 TrackSample(
                     time_s=now,
                     phase=phase,
@@ -765,6 +781,9 @@ class Tracker:
 
     async def _preposition(self, plan: TrackPlan, start: AzEl | None) -> None:
         s = self.settings
+        if self.clock.now_s() >= plan.aos_s:
+            log.warning("pass in progress: joining it without pre-positioning")
+            return
         target = plan.command_at(plan.aos_s)
         origin = start or self.rotator.park_position
         slew_s = slew_time_s(origin, target, self._rates)
@@ -792,13 +811,15 @@ class Tracker:
             now = self.clock.now_s()
             if now >= plan.los_s:
                 break
-            await self._cycle(plan, now, cycle, last_t)
+            await self._cycle(plan, now, cycle, last_t, next_tick)
             last_t = now
             next_tick += cycle
             if next_tick < self.clock.now_s():
                 next_tick = self.clock.now_s()
 
-    async def _cycle(self, plan: TrackPlan, now: float, cycle: float, last_t: float | None) -> None:
+    async def _cycle(
+        self, plan: TrackPlan, now: float, cycle: float, last_t: float | None, tick: float
+    ) -> None:
         rate_az, rate_el = plan.command_rate_at(now)
         ra, re = self._rates
         slew_lag = min(cycle, 0.5 * cycle * max(abs(rate_az) / ra, abs(rate_el) / re))
@@ -849,11 +870,29 @@ class Tracker:
             keyhole=plan.in_keyhole(t_pos),
             sun_hold=plan.in_sun_hold(t_pos) or command is None,
             sun_separation_deg=sun_sep,
+            late=t_reply - tick > 0.5 * cycle,
         )
         weight = cycle if last_t is None else min(now - last_t, 2.0 * cycle)
         self.stats.add(sample, weight)
-        if self.on_sample is not None:
+        if sample.sun_hold != self._in_sun_hold:
+            self._in_sun_hold = sample.sun_hold
+            if sample.sun_hold:
+                log.warning(
+                    "satellite inside the %g deg sun cone: holding on the cone's edge",
+                    self.settings.sun_avoid_deg,
+                )
+            else:
+                log.info("satellite out of the sun cone: tracking again")
+        self._emit(sample)
+
+    def _emit(self, sample: TrackSample) -> None:
+        """Hand a sample to ``on_sample``; a failing callback never stops the tracking."""
+        if self.on_sample is None:
+            return
+        try:
             self.on_sample(sample)
+        except Exception:
+            log.exception("on_sample callback failed")
 
     async def _park(self) -> None:
         park = self.rotator.park_position
@@ -883,13 +922,13 @@ def next_pass(
     hours: float = 48.0,
     dark_sun_el_deg: float | None = None,
 ) -> tuple[Pass, list[tuple[Pass, float]]]:
-    """The first pass after ``start`` (optionally only with the Sun below
+    """The next pass still in view 30 s after ``start`` (optionally only with the Sun below
     ``dark_sun_el_deg`` at TCA) and the passes skipped for daylight with the Sun's
     elevation. Raises LookupError when there is none in ``hours``."""
     skipped: list[tuple[Pass, float]] = []
     for candidate in predict_passes(tle, station, start, hours, min_el_deg):
-        if candidate.aos < start:
-            continue
+        if candidate.los < start + dt.timedelta(seconds=30):
+            continue  # a pass in progress is joined (a restart must not lose it)
         if dark_sun_el_deg is not None:
             _, sun_el = sun_azel(station, np.array([candidate.tca.timestamp()]))
             if float(sun_el[0]) > dark_sun_el_deg:

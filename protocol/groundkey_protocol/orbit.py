@@ -348,19 +348,24 @@ def _elevation(tle: Tle, station: Station, times_unix_s: FloatArray) -> FloatArr
 
 
 def _crossing(
-    tle: Tle, station: Station, lo: FloatArray, hi: FloatArray, level_deg: float
+    tle: Tle, station: Station, lo: FloatArray, hi: FloatArray, level_deg: float, *, aos: bool
 ) -> FloatArray:
-    """Bisect (all brackets at once) for el == level; ``lo`` and ``hi`` straddle it."""
+    """Bisect (all brackets at once) for el == level; ``lo`` and ``hi`` straddle it.
+
+    A bracket that does not straddle (a satellite that never sets within the search
+    padding) gives its outer end: ``lo`` for an AOS, ``hi`` for a LOS."""
     lo = lo.copy()
     hi = hi.copy()
     rising = _elevation(tle, station, lo) < level_deg
+    straddle = rising != (_elevation(tle, station, hi) < level_deg)
+    outer = lo.copy() if aos else hi.copy()
     while np.any(hi - lo > 1e-4):
         mid = 0.5 * (lo + hi)
         below = _elevation(tle, station, mid) < level_deg
         move_lo = below == rising
         lo = np.where(move_lo, mid, lo)
         hi = np.where(move_lo, hi, mid)
-    return 0.5 * (lo + hi)
+    return np.where(straddle, 0.5 * (lo + hi), outer)
 
 
 def _culmination(tle: Tle, station: Station, lo: FloatArray, hi: FloatArray) -> FloatArray:
@@ -429,8 +434,8 @@ def predict_passes(
             k += 1
         los_lo.append(grid[k - 1] if k - 1 >= m + 1 else t_max)
         los_hi.append(grid[k])
-    aos = _crossing(tle, station, np.array(aos_lo), np.array(aos_hi), min_el_deg)
-    los = _crossing(tle, station, np.array(los_lo), np.array(los_hi), min_el_deg)
+    aos = _crossing(tle, station, np.array(aos_lo), np.array(aos_hi), min_el_deg, aos=True)
+    los = _crossing(tle, station, np.array(los_lo), np.array(los_hi), min_el_deg, aos=False)
     az = look_angles(tle, station, np.concatenate([aos, tca, los])).az_deg.reshape(3, -1)
     passes: list[Pass] = []
     seen: set[int] = set()

@@ -36,7 +36,8 @@ def test_demo_tracks_the_night_pass() -> None:
     assert tracking["rotator_errors"] == 0
     # GS-232B speaks whole degrees, hence the 1.5 deg demo threshold.
     assert tracking["max_error_deg"] < tracking["threshold_deg"] == 1.5
-    assert tracking["time_on_target_s"] >= 0.98 * tracking["tracked_s"]
+    assert tracking["late_cycles"] < 0.1 * tracking["samples"]
+    assert tracking["time_on_target_s"] >= 0.9 * tracking["tracked_s"]
     assert tracking["tracked_s"] > 400.0
     assert sum(result["wall_s"].values()) < 60.0
 

@@ -17,6 +17,7 @@ from groundkey_daemon.tracking import (
     Tracker,
     TrackingSettings,
     TrackSample,
+    next_pass,
     plan_track,
     safe_route,
     slew_path,
@@ -53,9 +54,10 @@ async def _track(
     settings: TrackingSettings | None = None,
     faults: dict[float, type[DeviceError]] | None = None,
     rates: tuple[float, float] = (6.0, 6.0),
+    park: AzEl = AzEl(0.0, 90.0),  # noqa: B008
 ) -> tuple[Tracker, SimpleMount, list[TrackSample]]:
     clock = SimClock(epoch=pass_.aos - dt.timedelta(seconds=lead_in_s), speed=SPEED)
-    mount = SimpleMount(clock, limits=limits, rates=rates, faults=faults)
+    mount = SimpleMount(clock, limits=limits, rates=rates, faults=faults, park=park)
     samples: list[TrackSample] = []
     tracker = Tracker(
         mount, MICIUS, station, pass_, clock, settings or _settings(), on_sample=samples.append
@@ -82,9 +84,10 @@ async def test_overhead_pass_lead_keyhole_on_target_and_prepositioned() -> None:
     assert stats.max_error_deg < THRESHOLD_DEG, stats.summary()
     assert stats.rms_error_deg < THRESHOLD_DEG / 2
     tracked = [s for s in samples if s.phase == "track"]
-    outside = [s for s in tracked if not s.keyhole and not s.sun_hold]
+    outside = [s for s in tracked if not (s.keyhole or s.sun_hold or s.late)]
     assert max(s.error_deg for s in outside) < THRESHOLD_DEG
-    assert stats.time_on_target_s >= stats.tracked_s - stats.keyhole_s - 2.0
+    assert stats.late_cycles < 0.1 * stats.samples  # late cycles are reported apart
+    assert stats.time_on_target_s >= 0.9 * (stats.tracked_s - stats.keyhole_s)
     # Pre-positioned: at the AOS point (az and el) before AOS.
     aos_s = pass_.aos.timestamp()
     t, az, el = mount.trajectory()
@@ -127,9 +130,18 @@ async def test_sun_cone_never_entered_on_a_daytime_pass() -> None:
     full = predict_passes(MICIUS, XINGLONG, EPOCH, 12.0, 10.0)[0]
     pass_ = dataclasses.replace(full, los=full.aos + dt.timedelta(seconds=230))
     limits = RotatorLimits(max_az_deg=450.0)
-    tracker, mount, samples = await _track(XINGLONG, pass_, limits=limits, lead_in_s=65.0)
+    # Parked at az 200 el 40: the straight slew to the AOS point crosses the cone.
+    tracker, mount, samples = await _track(
+        XINGLONG, pass_, limits=limits, lead_in_s=65.0, park=AzEl(200.0, 40.0)
+    )
     stats = tracker.stats
     assert tracker.plan is not None
+    aos_s = pass_.aos.timestamp()
+    direct_az, direct_el = slew_path(AzEl(200.0, 40.0), tracker.plan.command_at(aos_s), (6, 6))
+    sun_at_aos = sun_azel(XINGLONG, aos_s)
+    assert float(np.min(separation_deg(direct_az, direct_el, *sun_at_aos))) < 20.0
+    assert stats.sun_detours >= 1
+    assert stats.prepositioned
     assert tracker.plan.sun_hold.any()
     assert stats.sun_hold_s > 10.0
     t, az, el = mount.trajectory(step_s=0.02)
@@ -137,7 +149,7 @@ async def test_sun_cone_never_entered_on_a_daytime_pass() -> None:
     assert float(np.min(separation_deg(az, el, sun_az, sun_el))) >= 20.0
     assert stats.min_sun_separation_deg >= 20.0
     # Once out of the cone, on target.
-    tracked = [s for s in samples if s.phase == "track" and not s.sun_hold and not s.keyhole]
+    tracked = [s for s in samples if s.phase == "track" and not (s.sun_hold or s.keyhole or s.late)]
     assert len(tracked) > 50
     assert max(s.error_deg for s in tracked) < THRESHOLD_DEG
 
@@ -230,3 +242,26 @@ def test_settings_from_config() -> None:
     assert settings.sun_avoid_deg == 30.0
     assert settings.rate_hz == 10.0
     assert settings.keyhole == "lead"
+
+
+async def test_pass_in_progress_is_joined() -> None:
+    """A restart mid-pass must not lose the pass: next_pass returns it, the tracker
+    skips pre-positioning, catches up and tracks to LOS."""
+    first = predict_passes(MICIUS, XINGLONG, EPOCH, 24.0, 10.0)[1]
+    joined, skipped = next_pass(MICIUS, XINGLONG, first.tca, min_el_deg=10.0)
+    assert abs((joined.aos - first.aos).total_seconds()) < 0.01
+    assert skipped == []
+    later, _ = next_pass(MICIUS, XINGLONG, first.los, min_el_deg=10.0)
+    assert later.aos > first.los
+    pass_ = dataclasses.replace(first, los=first.tca + dt.timedelta(seconds=60))
+    clock = SimClock(epoch=first.tca, speed=SPEED)
+    mount = SimpleMount(clock, limits=RotatorLimits(max_az_deg=450.0))
+    samples: list[TrackSample] = []
+    tracker = Tracker(mount, MICIUS, XINGLONG, pass_, clock, _settings(), samples.append)
+    stats = await tracker.run()
+    assert not stats.prepositioned
+    assert stats.tracked_s > 45.0  # from when it got going (planning takes sim time too)
+    settled = [s for s in samples if s.phase == "track" and s.time_s > first.tca.timestamp() + 30]
+    assert settled
+    assert max(s.error_deg for s in settled if not s.late) < THRESHOLD_DEG
+    assert stats.parked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from pathlib import Path
 
@@ -61,3 +62,18 @@ async def test_native_recording_written_by_recorder_replays(tmp_path: Path) -> N
     np.testing.assert_array_equal(got_ts, ts)
     np.testing.assert_array_equal(got_ch, ch)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+async def test_realtime_pacing_follows_the_timestamps(tmp_path: Path) -> None:
+    path = tmp_path / "paced.gkrec"
+    rec = Recorder(str(path), {"source": "test"}, durable=False)
+    await rec.open()
+    for i in range(10):  # 10 chunks spread over 0.3 s of tag time
+        ts = np.arange(5, dtype=np.int64) * 1000 + i * 30_000_000_000
+        await rec.append(ts, np.ones(5, np.uint8))
+    await rec.close()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    ts, _ = await collect(f"file://{path}?pace=realtime")
+    assert len(ts) == 50
+    assert loop.time() - t0 >= 0.25  # never faster than the recording

@@ -13,6 +13,8 @@ from groundkey_protocol.errors import ProtocolError
 from groundkey_protocol.link.messages import (
     AmplifySeed,
     BlockAbort,
+    BlockOpen,
+    BlockReady,
     CascadeDone,
     CascadeQuery,
     CascadeReply,
@@ -31,6 +33,8 @@ from groundkey_protocol.link.messages import (
 )
 
 SAMPLES: list[LinkMessage] = [
+    BlockOpen(block_id="b", pass_id="p1", params='{"eps_sec": 1e-9}'),
+    BlockReady(block_id="b", detail="commit"),
     SiftAnnounce(block_id="b", count=2, slots=np.array([5, 9], "<i8").tobytes(), bases=b"\x80"),
     SiftReply(block_id="b", count=2, bases=b"\x40", intensities=b"\x00\x02", sample_seed=7),
     EstimateRequest(block_id="b", z_count=3, z_bits=b"\xa0", sample_count=0, sample_bits=b""),

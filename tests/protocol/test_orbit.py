@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sgp4.api import WGS72, Satrec
 
 from groundkey_protocol.errors import ProtocolError
@@ -290,3 +292,26 @@ def test_bad_prediction_arguments() -> None:
         predict_passes(tle, XINGLONG, EPOCH.replace(tzinfo=None), 1.0)
     with pytest.raises(ProtocolError, match="hours"):
         predict_passes(tle, XINGLONG, EPOCH, -1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    line=st.sampled_from([1, 2]),
+    column=st.integers(min_value=0, max_value=67),
+    char=st.sampled_from(list("0123456789 .-+abcXYZ")),
+    fix_checksum=st.booleans(),
+)
+def test_mutated_tle_parses_or_raises_protocol_error(
+    line: int, column: int, char: str, fix_checksum: bool
+) -> None:
+    name, l1, l2 = MICIUS_TLE.splitlines()
+    lines = [l1, l2]
+    text = lines[line - 1]
+    text = text[:column] + char + text[column + 1 :]
+    lines[line - 1] = _with_checksum(text) if fix_checksum else text
+    messages: list[str] = []
+    try:
+        parse_tle("\n".join([name, *lines]))
+    except ProtocolError as exc:  # anything else (a traceback in the CLI) fails the test
+        messages.append(str(exc))
+    assert all(m.startswith("tle: line ") for m in messages)

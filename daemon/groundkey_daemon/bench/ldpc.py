@@ -99,7 +99,9 @@ def bench_ldpc() -> Iterable[Record]:
                 statistics.median(p.efficiency for p in points),
                 "f",
             )
-            yield Record(f"{prefix}.fer.qber{pct}", statistics.mean(p.fer for p in points), "frames")
+            yield Record(
+                f"{prefix}.fer.qber{pct}", statistics.mean(p.fer for p in points), "frames"
+            )
 
 
 def bench_decoder() -> Iterable[Record]:
@@ -150,9 +152,10 @@ def plot_sweep(points: Sequence[Point], path: str | Path) -> None:
     for method in dict.fromkeys(p.method for p in points):
         pts = sorted((p for p in points if p.method == method), key=lambda p: p.qber)
         q_pct = [100 * p.qber for p in pts]
-        ax_f.plot(q_pct, [p.efficiency for p in pts], marker="o", label=method)
+        style = "--" if method.endswith("blind") else "-"
+        ax_f.plot(q_pct, [p.efficiency for p in pts], style, marker="o", label=method)
         fer = [max(p.fer, 1e-4) for p in pts]
-        ax_fer.semilogy(q_pct, fer, marker="o", label=method)
+        ax_fer.semilogy(q_pct, fer, style, marker="o", label=method)
     ax_f.axhline(1.0, color="grey", lw=0.8)
     ax_f.set_xlabel("QBER (%)")
     ax_f.set_ylabel("efficiency f = leak / (n h(Q))")

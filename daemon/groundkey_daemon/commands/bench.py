@@ -26,16 +26,24 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--frames", type=int, default=32, help="with reconcile: frames per point (default 32)"
     )
+    parser.add_argument(
+        "--frame-bits",
+        type=int,
+        default=9_000,
+        help="with reconcile: key bits per frame (default 9000)",
+    )
     parser.set_defaults(run=run)
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
     from groundkey_daemon.bench.ldpc import default_methods, plot_sweep, reconcile_sweep
 
-    if args.frames < 1:
-        raise UserError("--frames must be at least 1")
+    if args.frames < 1 or args.frame_bits < 100:
+        raise UserError("--frames must be at least 1 and --frame-bits at least 100")
     qbers = [0.01, 0.02, 0.03, 0.05, 0.08]
-    points = reconcile_sweep(default_methods(), qbers, frames=args.frames)
+    points = reconcile_sweep(
+        default_methods(), qbers, frames=args.frames, frame_bits=args.frame_bits
+    )
     if args.json:
         print(json.dumps([dataclasses.asdict(p) for p in points], indent=1))
     for p in [] if args.json else points:
@@ -46,7 +54,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
         )
     if args.plot:
         plot_sweep(points, args.plot)
-        print(f"wrote {args.plot}")
+        if not args.json:
+            print(f"wrote {args.plot}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import importlib.metadata
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -92,6 +93,10 @@ def open_tagger(url: str, **options: Any) -> TimeTagger:
     ``file:///path.ptu|.gkrec[?pace=fast|realtime]``. Does no I/O."""
     scheme = urllib.parse.urlsplit(url).scheme
     target = TAGGER_DRIVERS.get(scheme)
+    if target is None:  # third-party drivers: entry point group "groundkey.timetagger"
+        for entry in importlib.metadata.entry_points(group="groundkey.timetagger"):
+            if entry.name == scheme:
+                target = entry.value
     if target is None:
         raise TransportURLError(f"{url}: no time-tagger driver for scheme {scheme!r}")
     module_name, _, cls_name = target.partition(":")

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import usb.core
 import usb.util
 
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 class _Reconnected:
     pass
+
+
+class _Gap:
+    """Transfers were dropped before the next one: the decoder must resync."""
 
 
 class UsbTimeTagger(TimeTagger):
@@ -45,6 +50,7 @@ class UsbTimeTagger(TimeTagger):
         backpressure_s: float = 2.0,
         read_timeout_ms: int = 200,
         reconnect_timeout_s: float = 30.0,
+        idle_check_s: float = 1.0,
     ) -> None:
         super().__init__(name=name or url)
         self.url = url
@@ -55,12 +61,13 @@ class UsbTimeTagger(TimeTagger):
         self.backpressure_s = backpressure_s
         self.read_timeout_ms = read_timeout_ms
         self.reconnect_timeout_s = reconnect_timeout_s
+        self.idle_check_s = idle_check_s
         self._queue_slots = queue_transfers
         self._dev: Any = None
         self._backend: Any = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._queue: asyncio.Queue[bytes | _Reconnected | BaseException] | None = None
+        self._queue: asyncio.Queue[bytes | _Gap | _Reconnected | BaseException] | None = None
         self._slots = threading.Semaphore(queue_transfers)
         self._running = False
         self.identity = ""
@@ -120,10 +127,17 @@ class UsbTimeTagger(TimeTagger):
         queue = self._queue
         assert queue is not None
 
-        def post(item: bytes | _Reconnected | BaseException) -> bool:
+        gap = False
+
+        def post(item: bytes | _Gap | _Reconnected | BaseException) -> bool:
+            nonlocal gap
             if not self._slots.acquire(timeout=self.backpressure_s):
                 self.stats.dropped_transfers += 1
+                gap = True
                 return False
+            if gap and isinstance(item, bytes):
+                item, gap = _Gap(), False  # the slot carries the gap marker instead
+                self.stats.dropped_transfers += 1
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # loop closed
@@ -229,10 +243,23 @@ class UsbTimeTagger(TimeTagger):
         decoder = tt.FrameDecoder()
         queue = self._queue
         while True:
-            item = await queue.get()
+            try:
+                item = await asyncio.wait_for(queue.get(), self.idle_check_s)
+            except TimeoutError:
+                # quiet: if the device has stopped, its END frame was lost with a dropped
+                # transfer; end the stream instead of waiting forever
+                if queue.empty() and not (await self.status()).running:
+                    log.warning("%s: device stopped; END frame lost", self.name)
+                    yield tt.TagBatch(np.empty(0, np.int64), np.empty(0, np.uint8), ended=True)
+                    return
+                continue
             self._slots.release()
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, _Gap):
+                decoder.resync()
+                log.warning("%s: host queue full, transfers dropped", self.name)
+                continue
             if isinstance(item, _Reconnected):
                 self.stats.reconnects += 1
                 decoder.reset()

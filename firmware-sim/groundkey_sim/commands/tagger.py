@@ -21,6 +21,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--seed", type=int, default=1, help="downlink seed (secret in service)")
     parser.add_argument("--serial", default="GKTT0001")
     parser.add_argument(
+        "--background", default=None, help="new-moon | full-moon | urban | day (preset default)"
+    )
+    parser.add_argument(
         "--bench",
         action="store_true",
         help="generate the whole run, print JSON stats (wall_s, tags, peak_rss_mib), exit",
@@ -55,9 +58,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace) -> int:
     from groundkey_sim.downlink import Downlink, preset
+    from groundkey_sim.downlink.presets import BACKGROUND_CPS
     from groundkey_sim.timetagger import SimTimeTagger, UsbnetServer
 
     link = preset(args.preset)
+    if args.background:
+        if args.background not in BACKGROUND_CPS:
+            raise ValueError(f"--background must be one of {sorted(BACKGROUND_CPS)}")
+        link = link.replace(background=args.background)
     start = parse_utc(args.start).timestamp() if args.start else None
     clock = Clock.from_spec(args.clock) if args.clock else None
 

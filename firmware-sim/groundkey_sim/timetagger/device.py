@@ -57,6 +57,7 @@ class SimTimeTagger:
         self.drop_pending = 0
         self.frames_dropped = 0
         self._frames: collections.deque[bytes] = collections.deque()
+        self._out = bytearray()
         self._chunks: Iterator[TagChunk] | None = None
         self._t0_unix_s = 0.0
         self._start_flag = False
@@ -195,10 +196,10 @@ class SimTimeTagger:
         return True
 
     def read(self, size: int) -> bytes:
-        """Whole frames up to ``size`` bytes (at least one frame if any is queued)."""
-        while not self._frames and self.produce():
-            pass
-        out = bytearray()
-        while self._frames and (not out or len(out) + len(self._frames[0]) <= size):
-            out += self._frames.popleft()
-        return bytes(out)
+        """Up to ``size`` bytes of the frame stream (frames may span transfers)."""
+        while len(self._out) < size and (self._frames or self.produce()):
+            while self._frames and len(self._out) < size:
+                self._out += self._frames.popleft()
+        data = bytes(self._out[:size])
+        del self._out[:size]
+        return data

@@ -278,14 +278,48 @@ class FrameDecoder:
         self.lost_frames = 0
         self.missed_events = 0
         self.tags = 0
+        self.skipped_bytes = 0
+        self._hunting = False
 
     def reset(self) -> None:
         """Forget partial data and the expected sequence (after a device reconnect)."""
         self._buf.clear()
         self._next_seq = None
+        self._hunting = False
+
+    def resync(self) -> None:
+        """The stream lost bytes (a dropped transfer): discard the partial frame and skip
+        to the next valid frame header; sequence numbers then count the lost frames."""
+        self._buf.clear()
+        self._hunting = True
+
+    def _hunt(self) -> None:
+        while self._hunting:
+            idx = self._buf.find(MAGIC)
+            if idx < 0:
+                keep = len(MAGIC) - 1
+                self.skipped_bytes += max(0, len(self._buf) - keep)
+                del self._buf[: max(0, len(self._buf) - keep)]
+                return
+            if len(self._buf) - idx < HEADER_SIZE:
+                self.skipped_bytes += idx
+                del self._buf[:idx]
+                return
+            _m, version, _f, reserved, _s, _e, n, reserved2 = FRAME_HEADER.unpack_from(
+                self._buf, idx
+            )
+            if version == VERSION and reserved == 0 and reserved2 == 0 and n <= MAX_RECORDS:
+                self.skipped_bytes += idx
+                del self._buf[:idx]
+                self._hunting = False
+            else:
+                self.skipped_bytes += idx + 1
+                del self._buf[: idx + 1]
 
     def feed(self, data: bytes | bytearray | memoryview) -> TagBatch:
         self._buf += data
+        if self._hunting:
+            self._hunt()
         ts_parts: list[Int64Array] = []
         ch_parts: list[UInt8Array] = []
         batch = _empty_batch()

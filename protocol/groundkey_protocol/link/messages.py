@@ -23,6 +23,8 @@ from groundkey_protocol.errors import ProtocolError
 __all__ = [
     "AmplifySeed",
     "BlockAbort",
+    "BlockOpen",
+    "BlockReady",
     "CascadeDone",
     "CascadeQuery",
     "CascadeReply",
@@ -56,6 +58,26 @@ class LinkMessage(msgspec.Struct, frozen=True, kw_only=True, array_like=True, ta
             else:
                 parts.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+
+# --- block control -------------------------------------------------------------
+
+
+class BlockOpen(LinkMessage, frozen=True, kw_only=True, tag="block.open"):
+    """Station -> satellite: start a key block; ``params`` is JSON (distillation settings).
+
+    Station -> satellite ``BlockReady(detail="commit")`` after Bob's key: the
+    satellite keeps its key only then.
+    """
+
+    pass_id: str
+    params: str
+
+
+class BlockReady(LinkMessage, frozen=True, kw_only=True, tag="block.ready"):
+    """Satellite -> station: the block is open, Alice holds the record for it."""
+
+    detail: str = ""
 
 
 # --- sifting -----------------------------------------------------------------
@@ -192,6 +214,8 @@ class BlockAbort(LinkMessage, frozen=True, kw_only=True, tag="block.abort"):
 M = TypeVar("M", bound=type[LinkMessage])
 
 _TYPES: list[type[LinkMessage]] = [
+    BlockOpen,
+    BlockReady,
     SiftAnnounce,
     SiftReply,
     EstimateRequest,

@@ -20,16 +20,22 @@ of the left half of every active search at once. A wave's flips are applied when
 all its searches end, so every search ends on a true error; flipped bits toggle
 the parities of their blocks in every other pass, which opens the next wave
 (the cascade effect). When no known block differs, the next pass starts. Bob
-ends with :class:`CascadeDone`. Parities come from gathered ranges reduced with
-``np.add.reduceat`` (parity = sum mod 2), never from per-bit Python loops.
+ends with :class:`CascadeDone`. No per-bit Python loops: Alice answers from a
+prefix XOR of her bits in each pass order (her bits never change, so every range
+parity is two lookups); Bob gathers his ranges and takes one running XOR; passes
+with few blocks get their top-level parities by AND with packed block masks and
+popcount.
 
-Leakage: every parity Alice reveals counts one bit for its frame, also when the
-same parity was revealed earlier (conservative). Bob's queries reveal nothing
-beyond what the parities already do.
+Leakage: every parity Alice reveals counts one bit for its frame. Bob never asks
+for a parity he knows or can infer (right half = parent XOR left half; from
+pass 1 on the last block of a pass = frame parity XOR the others), so nothing is
+revealed twice. Bob's queries reveal nothing beyond what the parities already do
+(the error positions of a binary symmetric channel are independent of the key).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -111,13 +117,7 @@ class _Passes:
 
     def perm(self, q: int) -> NDArray[np.int64]:
         while len(self.perms) <= q:
-            p = len(self.perms)
-            if p == 0:
-                perm = np.arange(self.n, dtype=_I64)
-            else:
-                perm = np.random.default_rng([self.seed, p]).permutation(self.n).astype(_I64)
-            inv = np.empty_like(perm)
-            inv[perm] = np.arange(self.n, dtype=_I64)
+            perm, inv = _permutation(self.seed, len(self.perms), self.n)
             self.perms.append(perm)
             self.invs.append(inv)
         return self.perms[q]
@@ -170,19 +170,34 @@ class _Passes:
             return np.zeros(0, dtype=np.uint8)
         n = self.n
         lengths = e - s
-        total = int(lengths.sum())
         ends = np.cumsum(lengths)
+        total = int(ends[-1])
         firsts = ends - lengths
-        offsets = np.arange(total, dtype=_I64) - np.repeat(firsts, lengths)
-        positions = np.repeat(s, lengths) + offsets
-        perm_cat = self.perm_cat(int(q.max()))
-        orig = perm_cat[np.repeat(q * n, lengths) + positions]
-        values = bits.reshape(-1)[np.repeat(f * n, lengths) + orig]
+        # one index ramp per segment: position q·n + s + (i - first) in the permutations
+        ramp = np.arange(total, dtype=_I64)
+        ramp += np.repeat(q * n + s - firsts, lengths)
+        orig = self.perm_cat(int(q.max()))[ramp]
+        orig += np.repeat(f * n, lengths)
+        values = bits.reshape(-1)[orig]
         # XOR of each segment from one running XOR (reduceat is slow on many short segments)
         acc = np.empty(total + 1, dtype=np.uint8)
         acc[0] = 0
         np.bitwise_xor.accumulate(values, out=acc[1:])
         return np.asarray(acc[ends] ^ acc[firsts], dtype=np.uint8)
+
+
+@functools.lru_cache(maxsize=12)
+def _permutation(seed: int, p: int, n: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Pass ``p``'s public permutation and its inverse (cached: both roles draw the same)."""
+    if p == 0:
+        perm = np.arange(n, dtype=_I64)
+    else:
+        perm = np.random.default_rng([seed, p]).permutation(n).astype(_I64)
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(n, dtype=_I64)
+    perm.flags.writeable = False
+    inv.flags.writeable = False
+    return perm, inv
 
 
 def _pack64(bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
@@ -312,8 +327,10 @@ class CascadeBob(ReconcileBob):
     """Drives Cascade: asks for parities, bisects differing blocks, flips his bits.
 
     Bob remembers every Alice parity he learned (revealed, or inferred as parent
-    XOR left half) and never asks for one twice; the cache is merged once per wave
-    (searches within a wave are in distinct blocks, so they cannot share entries).
+    XOR left half) and never asks for one twice: a search in a reopened block
+    fast-forwards through the levels he already knows without a round trip. The
+    cache is merged once per wave (searches within a wave are in distinct blocks,
+    so they cannot share entries).
     """
 
     def __init__(self, bits: NDArray[np.uint8], params: ReconcileParams) -> None:
@@ -332,10 +349,10 @@ class CascadeBob(ReconcileBob):
         self._found: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]] = []
         self._cache_keys = empty
         self._cache_vals = np.zeros(0, dtype=np.uint8)
+        self._recent_keys = empty
+        self._recent_vals = np.zeros(0, dtype=np.uint8)
         self._wave_keys: list[NDArray[np.int64]] = []
         self._wave_vals: list[NDArray[np.uint8]] = []
-        self._ask_mask = np.zeros(0, dtype=bool)
-        self._ask_cached = np.zeros(0, dtype=np.uint8)
         self._top_rows = empty
         self._expect_top = False
         self._clean = np.zeros(self.frames, dtype=np.int64)  # BICONF clean-round streaks
@@ -352,7 +369,7 @@ class CascadeBob(ReconcileBob):
             raise ProtocolError(f"unexpected {type(message).__name__}", protocol="cascade")
         n_top = self._top_rows.size * self._passes.top_disclosed(self._pass)
         n_top = n_top if self._expect_top else 0
-        n_range = int(self._ask_mask.sum()) if self._sf.size else 0
+        n_range = 0 if self._expect_top else int(self._sf.size)
         if message.count != n_top + n_range or len(message.parities) != -(-message.count // 8):
             raise ProtocolError(f"reply holds {message.count} parities", protocol="cascade")
         parities = np.unpackbits(np.frombuffer(message.parities, dtype=np.uint8))[: message.count]
@@ -360,9 +377,7 @@ class CascadeBob(ReconcileBob):
             self._store_top(parities[:n_top])
             self._expect_top = False
         elif self._sf.size:
-            alice_left = self._ask_cached.copy()
-            alice_left[self._ask_mask] = parities[n_top:]
-            self._bisect(alice_left)
+            self._bisect(parities[n_top:])
         return [self._advance()]
 
     def _begin_pass(self) -> LinkMessage:
@@ -409,29 +424,63 @@ class CascadeBob(ReconcileBob):
     def _keys(
         self, f: NDArray[np.int64], q: NDArray[np.int64], s: NDArray[np.int64], e: NDArray[np.int64]
     ) -> NDArray[np.int64]:
+        # pass-major, then frame, start, stop: a wave's keys come out in a few sorted
+        # runs (searches are opened in (pass, frame, block) order), cheap to merge
         n1 = self.frame_bits + 1
-        return ((f * self._passes.max_passes + q) * n1 + s) * n1 + e
+        return ((q * self.frames + f) * n1 + s) * n1 + e
 
     def _lookup(self, keys: NDArray[np.int64]) -> tuple[NDArray[np.bool_], NDArray[np.uint8]]:
-        ck = self._cache_keys
-        if ck.size == 0:
-            return np.zeros(keys.size, dtype=bool), np.zeros(keys.size, dtype=np.uint8)
-        idx = np.minimum(np.searchsorted(ck, keys), ck.size - 1)
-        hit = ck[idx] == keys
-        return hit, np.where(hit, self._cache_vals[idx], 0).astype(np.uint8)
+        """Known Alice parities for ``keys``: (hit, value). Two sorted levels (a big one
+        and a recent one merged into it now and then) keep insertion cheap."""
+        hit = np.zeros(keys.size, dtype=bool)
+        val = np.zeros(keys.size, dtype=np.uint8)
+        for ck, cv in (
+            (self._cache_keys, self._cache_vals),
+            (self._recent_keys, self._recent_vals),
+        ):
+            if ck.size:
+                idx = np.minimum(np.searchsorted(ck, keys), ck.size - 1)
+                found = ck[idx] == keys
+                hit |= found
+                val[found] = cv[idx[found]]
+        return hit, val
 
-    def _bisect(self, alice_left: NDArray[np.uint8]) -> None:
-        """Advance every active search by one halving, given Alice's left-half parities."""
+    def _remember(self, keys: NDArray[np.int64], vals: NDArray[np.uint8]) -> None:
+        """Add a wave's learned parities to the cache."""
+        order = np.argsort(keys, kind="stable")  # timsort: merges the sorted runs
+        keys, vals = keys[order], vals[order]
+        hit, _ = self._lookup(keys)
+        keys, vals = keys[~hit], vals[~hit]
+        at = np.searchsorted(self._recent_keys, keys)
+        self._recent_keys = np.insert(self._recent_keys, at, keys)
+        self._recent_vals = np.insert(self._recent_vals, at, vals)
+        if self._recent_keys.size > max(4096, self._cache_keys.size // 4):
+            merged = np.concatenate([self._cache_keys, self._recent_keys])
+            order = np.argsort(merged, kind="stable")
+            self._cache_keys = merged[order]
+            self._cache_vals = np.concatenate([self._cache_vals, self._recent_vals])[order]
+            self._recent_keys = np.zeros(0, dtype=_I64)
+            self._recent_vals = np.zeros(0, dtype=np.uint8)
+
+    def _bisect(self, alice_left: NDArray[np.uint8], sel: NDArray[np.intp] | None = None) -> None:
+        """Advance active searches (all, or those at ``sel``) by one halving, given
+        Alice's parities of their left halves."""
         f, q, s, e, a = self._sf, self._sq, self._ss, self._se, self._sa
+        if sel is not None:
+            f, q, s, e, a = f[sel], q[sel], s[sel], e[sel], a[sel]
         mid = (s + e) // 2
         bob_left = self._passes.range_parities(self._bits, f, q, s, mid)
         alice_right = a ^ alice_left
         self._wave_keys += [self._keys(f, q, s, mid), self._keys(f, q, mid, e)]
         self._wave_vals += [alice_left, alice_right]
         go_left = bob_left != alice_left
-        self._se = np.where(go_left, mid, e)
-        self._ss = np.where(go_left, s, mid)
-        self._sa = np.where(go_left, alice_left, alice_right).astype(np.uint8)
+        new_s = np.where(go_left, s, mid)
+        new_e = np.where(go_left, mid, e)
+        new_a = np.where(go_left, alice_left, alice_right).astype(np.uint8)
+        if sel is None:
+            self._ss, self._se, self._sa = new_s, new_e, new_a
+        else:
+            self._ss[sel], self._se[sel], self._sa[sel] = new_s, new_e, new_a
 
     def _advance(self) -> LinkMessage:
         """Next query: a bisection step, a new wave, the next pass, or done."""
@@ -466,20 +515,20 @@ class CascadeBob(ReconcileBob):
         f, q, s, e = self._sf, self._sq, self._ss, self._se
         mid = (s + e) // 2
         hit, cached = self._lookup(self._keys(f, q, s, mid))
-        if hit.all():
-            self._bisect(cached)
+        if hit.any():
+            # fast-forward through levels whose parity Bob already knows (no round trip)
+            sel = np.flatnonzero(hit)
+            self._bisect(cached[sel], sel)
             return None
-        ask = ~hit
-        self._ask_mask, self._ask_cached = ask, cached
-        self.disclosed_bits += np.bincount(f[ask], minlength=self.frames)
+        self.disclosed_bits += np.bincount(f, minlength=self.frames)
         self._step += 1
         return CascadeQuery(
             block_id=self.params.block_id,
             step=self._step,
-            frames=f[ask].astype("<u4").tobytes(),
-            passes=q[ask].astype("u1").tobytes(),
-            starts=s[ask].astype("<u4").tobytes(),
-            stops=mid[ask].astype("<u4").tobytes(),
+            frames=f.astype("<u4").tobytes(),
+            passes=q.astype("u1").tobytes(),
+            starts=s.astype("<u4").tobytes(),
+            stops=mid.astype("<u4").tobytes(),
         )
 
     def _apply_flips(self) -> None:
@@ -492,13 +541,7 @@ class CascadeBob(ReconcileBob):
         self._sf, self._sq, self._ss, self._se = empty, empty, empty, empty
         self._sa = np.zeros(0, dtype=np.uint8)
         if self._wave_keys:
-            keys, first = np.unique(np.concatenate(self._wave_keys), return_index=True)
-            vals = np.concatenate(self._wave_vals)[first]
-            hit, _ = self._lookup(keys)
-            keys, vals = keys[~hit], vals[~hit]
-            at = np.searchsorted(self._cache_keys, keys)
-            self._cache_keys = np.insert(self._cache_keys, at, keys)
-            self._cache_vals = np.insert(self._cache_vals, at, vals)
+            self._remember(np.concatenate(self._wave_keys), np.concatenate(self._wave_vals))
             self._wave_keys, self._wave_vals = [], []
         if f.size == 0:
             return

@@ -139,6 +139,13 @@ class DistillConfig:
             raise ValueError(f"frame_bits must be >= {_MIN_FRAME_BITS}")
         if not 0.0 <= self.sample_fraction < 1.0:
             raise ValueError("sample_fraction must be in [0, 1)")
+        mu1, mu2, mu3 = self.intensities
+        if not (mu1 > mu2 + mu3 and mu2 > mu3 >= 0.0):
+            raise ValueError(
+                f"intensities must satisfy μ1 > μ2 + μ3, μ2 > μ3 >= 0: {self.intensities}"
+            )
+        if min(self.probabilities) <= 0.0 or abs(sum(self.probabilities) - 1.0) > 1e-9:
+            raise ValueError(f"probabilities must be positive and sum to 1: {self.probabilities}")
 
 
 @dataclass(slots=True)
@@ -191,6 +198,29 @@ class KeyBlock:
 
     def bits(self) -> NDArray[np.uint8]:
         return np.unpackbits(np.frombuffer(self._material, dtype=np.uint8))[: self.key_bits]
+
+    def metadata(self) -> dict[str, object]:
+        """JSON-ready facts about the block for stores and telemetry (never the key)."""
+        st = self.stats
+        fk = st.finite_key
+        return {
+            "block_id": self.block_id,
+            "pass_id": self.pass_id,
+            "key_bits": self.key_bits,
+            "eps_sec": self.eps_sec,
+            "eps_cor": self.eps_cor,
+            "detections": st.detections,
+            "sifted_bits": st.sifted_bits,
+            "key_input_bits": st.key_input_bits,
+            "frames": st.frames,
+            "frames_failed": st.frames_failed,
+            "qber": st.qber_estimate,
+            "z_qber": st.z_qber,
+            "disclosed_bits": st.disclosed_bits,
+            "tag_bits": st.tag_bits,
+            "phase_error_bound": fk.phi_x if fk else None,
+            "single_photon_bits": fk.s_x1 if fk else None,
+        }
 
     def __repr__(self) -> str:
         return (

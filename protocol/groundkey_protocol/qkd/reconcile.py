@@ -25,7 +25,7 @@ and the simulator wire roles to real links and tests wire them to each other wit
 :func:`run_pair`.
 
 Methods are found by name in :data:`RECONCILERS` (``"cascade-yan"``,
-``"cascade-biconf"``, ``"cascade-original"``; ``"ldpc"`` when its module exists)
+``"cascade-biconf"``, ``"cascade-original"``, ``"ldpc"``, ``"ldpc-blind"``)
 and built with :func:`create_reconciler`.
 """
 
@@ -158,6 +158,10 @@ RECONCILERS: dict[str, tuple[str, str]] = {
         "groundkey_protocol.qkd.cascade:CascadeBob",
     ),
     "ldpc": (
+        "groundkey_protocol.qkd.ldpc:LdpcAlice",
+        "groundkey_protocol.qkd.ldpc:LdpcBob",
+    ),
+    "ldpc-blind": (
         "groundkey_protocol.qkd.ldpc:LdpcAlice",
         "groundkey_protocol.qkd.ldpc:LdpcBob",
     ),

@@ -80,25 +80,32 @@ def squash_clicks(
     if slots.size == 0:
         return Detections(slots, bases.astype(np.uint8), bits.astype(np.uint8))
     first = np.ones(slots.size, dtype=bool)
-    first[1:] = slots[1:] != slots[:-1]
-    starts = np.flatnonzero(first)
-    if starts.size == slots.size:
+    np.not_equal(slots[1:], slots[:-1], out=first[1:])
+    if first.all():
         return Detections(slots, bases.astype(np.uint8), bits.astype(np.uint8))
-    # group statistics: any click in Z/X, any 0/1 bit within each basis
-    counts = np.diff(np.append(starts, slots.size))
-    z_any = np.add.reduceat((bases == 0).astype(np.int32), starts) > 0
-    x_any = np.add.reduceat((bases == 1).astype(np.int32), starts) > 0
+    starts = np.flatnonzero(first)
     out_basis = bases[starts].astype(np.uint8)
     out_bit = bits[starts].astype(np.uint8)
-    multi = counts > 1
-    both = multi & z_any & x_any
-    out_basis[both] = rng.integers(0, 2, int(both.sum()), dtype=np.uint8)
-    # a multi-click with differing bits (or both bases) gets a random bit
-    bit_min = np.minimum.reduceat(bits, starts)
-    bit_max = np.maximum.reduceat(bits, starts)
-    same_basis_mixed = multi & ~both & (bit_min != bit_max)
-    random_bit = both | same_basis_mixed
-    out_bit[random_bit] = rng.integers(0, 2, int(random_bit.sum()), dtype=np.uint8)
+    # only the (few) multi-click slots need work: gather their clicks
+    counts = np.diff(np.append(starts, slots.size))
+    multi = np.flatnonzero(counts > 1)
+    m_counts = counts[multi]
+    local = np.cumsum(m_counts) - m_counts
+    idx = np.arange(int(m_counts.sum()), dtype=np.int64)
+    idx += np.repeat(starts[multi] - local, m_counts)
+    sub_bases, sub_bits = bases[idx], bits[idx]
+    z_any = np.add.reduceat((sub_bases == 0).astype(np.int32), local) > 0
+    x_any = np.add.reduceat((sub_bases == 1).astype(np.int32), local) > 0
+    mixed_bits = np.minimum.reduceat(sub_bits, local) != np.maximum.reduceat(sub_bits, local)
+    both = z_any & x_any
+    # both bases clicked: random basis and bit; one basis, differing bits: random bit
+    new_basis = out_basis[multi]
+    new_basis[both] = rng.integers(0, 2, int(both.sum()), dtype=np.uint8)
+    random_bit = both | mixed_bits
+    new_bit = out_bit[multi]
+    new_bit[random_bit] = rng.integers(0, 2, int(random_bit.sum()), dtype=np.uint8)
+    out_basis[multi] = new_basis
+    out_bit[multi] = new_bit
     return Detections(slots[starts], out_basis, out_bit)
 
 

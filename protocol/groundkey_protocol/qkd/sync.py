@@ -229,18 +229,14 @@ def search_drift(
         stride = max(1, count // max_points)
         pts = window[::stride]
         trials = center + np.arange(-half_range, half_range + step, step)
-        for i in range(0, len(trials), 256):
-            part = trials[i : i + 256]
-            strength = _fold_strength(pts, period, part)
-            j = int(strength.argmax())
-            if i == 0 or strength[j] > best_strength:
-                best_strength, best = float(strength[j]), float(part[j])
-        center = best
+        strength = np.concatenate(
+            [_fold_strength(pts, period, trials[i : i + 256]) for i in range(0, len(trials), 256)]
+        )
+        center = float(trials[int(strength.argmax())])
         if count >= n:
             return center * 1e6
         half_range = 2.0 * step
         count = min(n, count * 8)
-        best_strength = 0.0
 
 
 def recover_from_qubits(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -149,6 +151,10 @@ def test_key_material_never_in_repr() -> None:
     assert a.key.material.hex()[:16] not in text
     assert "bytes>" in repr(transcript.messages[0][1])
     assert "material" not in repr(a.key)
+    meta = a.key.metadata()
+    assert meta["key_bits"] == a.key.key_bits
+    assert meta["block_id"] == "b25"
+    assert a.key.material.hex()[:16] not in json.dumps(meta)
 
 
 def test_out_of_order_and_foreign_messages_raise_protocol_error() -> None:
@@ -210,6 +216,10 @@ def test_config_from_mapping() -> None:
         DistillConfig(reconcile="turbo")
     with pytest.raises(ValueError, match="unknown hash family"):
         DistillConfig(amplify="sha")
+    with pytest.raises(ValueError, match="intensities"):
+        DistillConfig(intensities=(0.1, 0.2, 0.0))
+    with pytest.raises(ValueError, match="probabilities"):
+        DistillConfig(probabilities=(0.5, 0.5, 0.5))
 
 
 def test_pass_split_into_independent_blocks() -> None:
@@ -231,3 +241,13 @@ def test_pass_split_into_independent_blocks() -> None:
         assert alice.outcome.key.material == bob.outcome.key.material
         keys.append(alice.outcome.key.material)
     assert keys[0] != keys[1]
+
+
+def test_ldpc_plugs_into_the_same_pipeline() -> None:
+    """The block pipeline runs any registered reconciler; LDPC needs a few messages only."""
+    a, b, transcript = distill(2_000_000, 0.012, seed=33, reconcile="ldpc-blind")
+    assert a.ok
+    assert a.key is not None
+    assert b.key is not None
+    assert a.key.material == b.key.material
+    assert len(transcript) < 20

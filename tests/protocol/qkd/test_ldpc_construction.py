@@ -25,7 +25,8 @@ def test_codes_are_deterministic_and_have_the_design_rate(rate: float) -> None:
     a = build_code(rate, 10_000)
     b = build_code(rate, 10_000)
     assert np.array_equal(a.base, b.base)
-    assert a.n == 10_000 and a.z == 10_000 // BASE_COLUMNS
+    assert a.n == 10_000
+    assert a.z == 10_000 // BASE_COLUMNS
     assert a.rate == pytest.approx(rate)
     assert not np.array_equal(a.base, build_code(rate, 10_000, seed=2).base)
 

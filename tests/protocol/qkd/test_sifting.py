@@ -73,3 +73,20 @@ def test_synthetic_pass_sifts_to_half_with_expected_qber() -> None:
         sp.alice.lookup(np.array([sp.alice.slots[-1] + 1]))
     assert "SparsePulseTable" in repr(sp.alice)
     assert isinstance(sp.alice, SparsePulseTable)
+
+
+def test_squash_matches_a_per_slot_reference_on_the_deterministic_cases() -> None:
+    rng = np.random.default_rng(9)
+    slots = np.sort(rng.integers(0, 3000, 5000)).astype(np.int64)
+    chans = rng.integers(0, 4, slots.size, dtype=np.uint8)
+    d = squash_clicks(slots, chans, np.random.default_rng(1))
+    assert d.slots.tolist() == sorted(set(slots.tolist()))
+    by_slot: dict[int, set[int]] = {}
+    for slot, ch in zip(slots.tolist(), chans.tolist(), strict=True):
+        by_slot.setdefault(slot, set()).add(ch)
+    for slot, basis, bit in zip(d.slots.tolist(), d.bases.tolist(), d.bits.tolist(), strict=True):
+        clicked = by_slot[slot]
+        if len({c >> 1 for c in clicked}) == 1:
+            assert basis == next(iter(clicked)) >> 1
+        if len(clicked) == 1:
+            assert bit == next(iter(clicked)) & 1

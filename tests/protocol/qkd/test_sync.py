@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from groundkey_protocol.errors import ProtocolError
-from groundkey_protocol.qkd.sync import SyncConfig, recover, unwrap_beacons
+from groundkey_protocol.qkd.sync import SyncConfig, recover, recover_from_qubits, unwrap_beacons
 
 PERIOD_PS = 10_000
 DIVIDER = 10_000
@@ -88,3 +88,39 @@ def test_absolute_beacon_index_from_prediction() -> None:
     np.testing.assert_array_equal(index, k)
     assert keep.all()
     assert abs(drift - 20.0) < 0.01
+
+
+def public_intensity(slots: np.ndarray) -> np.ndarray:
+    """A stand-in for Alice's announced decoy pattern: mu in {0.8, 0.8, 0.1, 0} by hash."""
+    h = (slots.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(62)
+    return np.array([0.8, 0.8, 0.1, 0.0])[h.astype(np.int64)]
+
+
+@pytest.mark.parametrize(("offset_ps", "drift_ppm"), [(9_700_000, 24.0), (-8_000_000, -17.5)])
+def test_recovers_from_the_qubits_alone(offset_ps: int, drift_ppm: float) -> None:
+    rng = np.random.default_rng(9)
+    n_slots = int(2.0 * 1e8)
+    cand = np.unique(rng.integers(0, n_slots, 30_000))
+    keep = rng.random(len(cand)) < public_intensity(cand) / 0.8  # clicks follow intensity
+    slots = cand[keep]
+    ch = rng.integers(1, 5, len(slots)).astype(np.uint8)
+    emit = offset_ps + slots * PERIOD_PS * (1 + drift_ppm * 1e-6)
+    delays = np.array([0, 1200, 1500, 900, 1100])
+    t = emit + tof_ps(emit * 1e-12) + delays[ch] + rng.normal(0, 170, len(slots))
+    noise = rng.uniform(t.min(), t.max(), 300)
+    det_t = np.concatenate([t, noise])
+    det_ch = np.concatenate([ch, rng.integers(1, 5, 300).astype(np.uint8)])
+    truth = np.concatenate([slots, np.full(300, -1)])
+    order = np.argsort(det_t)
+    grid_s = np.arange(-0.5, 2.5, 0.05)
+    prediction = (
+        np.rint(grid_s * 1e12).astype(np.int64),
+        np.rint(tof_ps(grid_s) - 2_000_000).astype(np.int64),  # TLE 600 m off
+    )
+    result = recover_from_qubits(
+        np.rint(det_t[order]).astype(np.int64), det_ch[order], prediction, public_intensity
+    )
+    truth = truth[order]
+    signal = truth >= 0
+    assert np.mean(result.slots[signal] == truth[signal]) >= 0.999
+    assert abs(result.drift_ppm - drift_ppm) < 0.01

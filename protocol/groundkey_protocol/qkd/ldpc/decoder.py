@@ -78,13 +78,12 @@ class BpDecoder:
         self.max_iterations = max_iterations
         self.batch = batch
         z = code.z
-        zz = np.arange(z, dtype=np.int64)
-        self._layers: list[tuple[IntArray, int, slice]] = []
+        # per block row: (block column, shift) of each circulant, and its check rows
+        self._layers: list[tuple[list[tuple[int, int]], slice]] = []
         for i in range(code.mb):
             cols = np.flatnonzero(code.base[i] >= 0)
-            shifts = code.base[i, cols].astype(np.int64)
-            var = cols[None, :] * z + (zz[:, None] + shifts[None, :]) % z  # (Z, d)
-            self._layers.append((var.ravel(), int(cols.size), slice(i * z, (i + 1) * z)))
+            blocks = [(int(j), int(code.base[i, j])) for j in cols]
+            self._layers.append((blocks, slice(i * z, (i + 1) * z)))
 
     def __repr__(self) -> str:
         return f"BpDecoder({self.code!r}, max_iterations={self.max_iterations})"
@@ -106,25 +105,30 @@ class BpDecoder:
         return DecodeResult(bits, ok, iterations)
 
     def _unsatisfied(self, total: FloatArray, synd: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-        """Per frame: does the hard decision of ``total (n, frames)`` miss the syndrome?"""
-        frames = total.shape[1]
-        bad = np.zeros(frames, dtype=bool)
-        for var, d, rows in self._layers:
-            hard = total[var].reshape(-1, d, frames) < 0
-            parity = np.logical_xor.reduce(hard, axis=1)
-            bad |= (parity != synd[rows]).any(axis=0)
+        """Per frame: does the hard decision of ``total (nb, Z, frames)`` miss the syndrome?"""
+        z = self.code.z
+        hard = total < 0
+        bad = np.zeros(total.shape[2], dtype=bool)
+        for blocks, rows in self._layers:
+            parity = synd[rows].copy()
+            for j, s in blocks:
+                parity[: z - s] ^= hard[j, s:]
+                parity[z - s :] ^= hard[j, :s]
+            bad |= parity.any(axis=0)
         return bad
 
     def _decode_batch(
         self, llr: FloatArray, syndrome: BitArray
     ) -> tuple[BitArray, npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
         frames = llr.shape[0]
-        z = self.code.z
-        total = np.ascontiguousarray(llr.T)  # (n, frames) running posteriors
+        code = self.code
+        z = code.z
+        # running posteriors (block column, z, frame): a circulant is two slices
+        total = np.ascontiguousarray(llr.T).reshape(code.nb, z, frames)
         synd = np.ascontiguousarray(syndrome.T).astype(bool)  # (m, frames)
-        c2v = [np.zeros((z, d, frames), dtype=np.float32) for _, d, _ in self._layers]
+        c2v = [np.zeros((len(b), z, frames), dtype=np.float32) for b, _ in self._layers]
         active = np.arange(frames)
-        bits = np.zeros((frames, self.code.n), dtype=np.uint8)
+        bits = np.zeros((frames, code.n), dtype=np.uint8)
         ok = np.zeros(frames, dtype=bool)
         iterations = np.full(frames, self.max_iterations, dtype=np.int32)
         tiny = np.float32(1e-7)
@@ -134,30 +138,34 @@ class BpDecoder:
             finished = ~bad if it < self.max_iterations else np.ones_like(bad)
             if finished.any():
                 idx = active[finished]
-                bits[idx] = (total[:, finished] < 0).T
+                bits[idx] = (total[:, :, finished] < 0).reshape(code.n, -1).T
                 ok[idx] = ~bad[finished]
                 iterations[idx] = it
                 keep = ~finished
                 if not keep.any():
                     break
                 active = active[keep]
-                total = np.ascontiguousarray(total[:, keep])
+                total = np.ascontiguousarray(total[:, :, keep])
                 synd = np.ascontiguousarray(synd[:, keep])
                 c2v = [np.ascontiguousarray(c[:, :, keep]) for c in c2v]
-            width = active.size
-            for (var, d, rows), msg in zip(self._layers, c2v, strict=True):
-                v2c = total[var].reshape(z, d, width)
+            for (blocks, rows), msg in zip(self._layers, c2v, strict=True):
+                v2c = np.empty_like(msg)
+                for k, (j, s) in enumerate(blocks):
+                    v2c[k, : z - s] = total[j, s:]
+                    v2c[k, z - s :] = total[j, :s]
                 v2c -= msg
                 neg = v2c < 0
                 mag = np.abs(v2c)
                 np.clip(mag, tiny, big, out=mag)
                 phi = _phi(mag, mag)
-                acc = phi.sum(axis=1, keepdims=True)
+                acc = phi.sum(axis=0)
                 np.subtract(acc, phi, out=msg)
                 np.maximum(msg, tiny, out=msg)
                 _phi(msg, msg)
-                flip = np.logical_xor.reduce(neg, axis=1, keepdims=True) ^ synd[rows][:, None, :]
+                flip = np.logical_xor.reduce(neg, axis=0) ^ synd[rows]
                 np.negative(msg, out=msg, where=neg ^ flip)
                 v2c += msg
-                total[var] = v2c.reshape(z * d, width)
+                for k, (j, s) in enumerate(blocks):
+                    total[j, s:] = v2c[k, : z - s]
+                    total[j, :s] = v2c[k, z - s :]
         return bits, ok, iterations

@@ -1,0 +1,262 @@
+"""Bob's side of key distillation, run in worker processes so the event loop never blocks.
+
+One job is one key block: the worker reads the block's raw chunks from the spool,
+recovers the satellite clock (:func:`~groundkey_protocol.qkd.sync.recover`),
+squashes clicks into detections, and runs :class:`DistillBob` against the
+satellite over the authenticated link (:class:`~groundkey_daemon.link.ZmqLinkClient`,
+blocking, inside the worker). The result carries the key material back to the
+daemon, which stores it; nothing key-related is logged.
+
+:class:`DistillRunner` owns the process pool (``forkserver``: no fork of a
+threaded daemon) and measures the event loop's lag while blocks are being
+distilled (``lag_p99_s``), which must stay small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import multiprocessing
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from groundkey_daemon.link import (
+    BlockOpen,
+    BlockReady,
+    LinkError,
+    LinkSettings,
+    ZmqLinkClient,
+    encode_params,
+)
+from groundkey_daemon.metrics import LoopLagMonitor
+from groundkey_daemon.spool import read_chunks
+from groundkey_protocol.errors import ProtocolError
+from groundkey_protocol.link.messages import BlockAbort
+from groundkey_protocol.qkd.distill import DistillBob, DistillConfig
+from groundkey_protocol.qkd.sifting import Detections, squash_clicks
+from groundkey_protocol.qkd.sync import SyncConfig, recover
+
+__all__ = ["BlockJob", "BlockResult", "DistillRunner", "SyncSettings", "distill_block"]
+
+log = logging.getLogger(__name__)
+
+#: DistillConfig fields the station sends to the satellite in BlockOpen
+PARAM_FIELDS = (
+    "eps_sec",
+    "eps_cor",
+    "frame_bits",
+    "reconcile",
+    "amplify",
+    "sample_fraction",
+    "max_qber",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """Clock recovery inputs: the time-of-flight prediction over tagger time."""
+
+    tof_grid_t_ps: npt.NDArray[np.int64]
+    tof_grid_ps: npt.NDArray[np.int64]
+    sync_channel: int = 5
+    slot_period_ps: int = 10_000
+    sync_divider: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class BlockJob:
+    """Everything a worker needs for one block (picklable)."""
+
+    pass_id: str
+    chunk_paths: tuple[str, ...]
+    link: LinkSettings
+    params: dict[str, Any]
+    block_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: None: the chunks already hold pulse slots instead of timestamps (bench input)
+    sync: SyncSettings | None = None
+    seed: int | None = None
+
+
+@dataclass(slots=True)
+class BlockResult:
+    """How a block ended; ``material`` (packed key) only when ``status == "key"``."""
+
+    block_id: str
+    pass_id: str
+    status: str
+    reason: str = ""
+    key_bits: int = 0
+    material: bytes = field(default=b"", repr=False)
+    detections: int = 0
+    sifted_bits: int = 0
+    qber: float = 0.0
+    disclosed_bits: int = 0
+    messages: int = 0
+    drift_ppm: float = 0.0
+    offset_ps: float = 0.0
+    wall_s: float = 0.0
+    eps_sec: float = 0.0
+    eps_cor: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "key"
+
+    @property
+    def secret_fraction(self) -> float:
+        return self.key_bits / self.sifted_bits if self.sifted_bits else 0.0
+
+
+def distill_config(params: dict[str, Any]) -> DistillConfig:
+    return DistillConfig(**{k: params[k] for k in PARAM_FIELDS if k in params})
+
+
+def _detections(job: BlockJob, rng: np.random.Generator, result: BlockResult) -> Detections:
+    ts, ch = read_chunks(job.chunk_paths)
+    if job.sync is None:
+        slots, chans = ts, ch
+    else:
+        s = job.sync
+        beacon = ch == s.sync_channel
+        sync = recover(
+            ts[~beacon],
+            ch[~beacon],
+            ts[beacon],
+            (s.tof_grid_t_ps, s.tof_grid_ps),
+            config=SyncConfig(slot_period_ps=s.slot_period_ps, sync_divider=s.sync_divider),
+        )
+        result.drift_ppm = float(sync.drift_ppm)
+        result.offset_ps = float(sync.offset_ps)
+        gate = sync.in_gate
+        slots, chans = sync.slots[gate], ch[~beacon][gate]
+    keep = (chans >= 1) & (chans <= 4)
+    return squash_clicks(slots[keep], (chans[keep] - 1).astype(np.uint8), rng)
+
+
+def distill_block(job: BlockJob) -> BlockResult:
+    """Run one block end to end (in a worker process; blocking)."""
+    t0 = time.perf_counter()
+    result = BlockResult(job.block_id, job.pass_id, "aborted")
+    rng = np.random.default_rng(job.seed)
+    config = distill_config(job.params)
+    result.eps_sec, result.eps_cor = config.eps_sec, config.eps_cor
+    try:
+        detections = _detections(job, rng, result)
+    except (ProtocolError, OSError, ValueError) as exc:
+        result.reason = f"sync failed: {exc}"
+        return result
+    result.detections = int(detections.slots.size)
+    bob = DistillBob(config, detections, rng, block_id=job.block_id, pass_id=job.pass_id)
+    with ZmqLinkClient(job.link) as client:
+        session = client.session(job.block_id)
+        try:
+            params = {k: job.params[k] for k in PARAM_FIELDS if k in job.params}
+            client.send(
+                session,
+                BlockOpen(block_id=job.block_id, pass_id=job.pass_id, params=encode_params(params)),
+            )
+            reply = client.receive(session)
+            if isinstance(reply, BlockAbort):
+                raise LinkError(f"satellite refused the block: {reply.reason}")
+            if not isinstance(reply, BlockReady):
+                raise LinkError(f"unexpected {type(reply).__name__} instead of BlockReady")
+            for message in bob.start():
+                client.send(session, message)
+            while not bob.done:
+                incoming = client.receive(session)
+                try:
+                    out = bob.receive(incoming)
+                except ProtocolError as exc:
+                    client.abort(session, "protocol error")
+                    raise LinkError(f"protocol error: {exc}") from None
+                for message in out:
+                    client.send(session, message)
+            outcome = bob.outcome
+            if outcome is not None and outcome.ok:
+                client.send(session, BlockReady(block_id=job.block_id, detail="commit"))
+            elif outcome is not None and "peer aborted" not in outcome.reason:
+                client.abort(session, outcome.reason)
+        except LinkError as exc:
+            log.warning("block %s aborted: %s", job.block_id, exc)
+            if "authentication failed" in str(exc):
+                client.abort(session, "authentication failed")
+            result.reason = str(exc)
+            _fill(result, bob)
+            result.wall_s = time.perf_counter() - t0
+            return result
+    _fill(result, bob)
+    outcome = bob.outcome
+    assert outcome is not None
+    if outcome.ok and outcome.key is not None:
+        result.status = "key"
+        result.key_bits = outcome.key.key_bits
+        result.material = outcome.key.material
+    else:
+        result.reason = outcome.reason
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def _fill(result: BlockResult, bob: DistillBob) -> None:
+    st = bob.stats
+    result.sifted_bits = st.sifted_bits
+    result.qber = st.qber_estimate
+    result.disclosed_bits = st.disclosed_bits
+    result.messages = st.messages
+
+
+def _warm() -> int:
+    return 0
+
+
+class DistillRunner:
+    """A pool of worker processes for :func:`distill_block`, with loop-lag measurement."""
+
+    def __init__(self, *, workers: int = 1, lag_interval_s: float = 0.01) -> None:
+        self.workers = workers
+        self.lag = LoopLagMonitor(interval_s=lag_interval_s, window=100_000)
+        self.active = 0
+        self.blocks_done = 0
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def __repr__(self) -> str:
+        return f"DistillRunner(workers={self.workers}, active={self.active})"
+
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            ctx = multiprocessing.get_context("forkserver")
+            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
+        return self._pool
+
+    async def start(self) -> None:
+        """Start the workers now (imports take a while), not at the first block."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor(), _warm)
+
+    async def run(self, job: BlockJob) -> BlockResult:
+        """Distill one block in a worker; the loop's lag is sampled meanwhile."""
+        loop = asyncio.get_running_loop()
+        self.active += 1
+        sampler = asyncio.create_task(self.lag.run(), name=f"loop-lag:{job.block_id}")
+        try:
+            result = await loop.run_in_executor(self._executor(), distill_block, job)
+        finally:
+            self.active -= 1
+            sampler.cancel()
+        self.blocks_done += 1
+        return result
+
+    @property
+    def lag_p99_s(self) -> float:
+        return self.lag.p99_s
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)

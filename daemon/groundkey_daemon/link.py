@@ -1,0 +1,265 @@
+"""The classical link to the satellite: authenticated protocol/link messages over ZeroMQ.
+
+Wire format (the simulated satellite, ``groundkey_sim.satellite``, speaks the same):
+the station connects a DEALER socket to the satellite's ROUTER; every ZeroMQ
+message is two frames ``[block_id (ASCII UUID), auth frame]``, and the auth
+frame (:mod:`groundkey_protocol.link.auth`) carries exactly one
+:func:`~groundkey_protocol.link.messages.encode_message` payload.
+
+Every key block has its own authenticated session: HMAC-SHA256 under the
+pre-shared link key with direction contexts ``"<local>/<block_id>"`` ->
+``"<peer>/<block_id>"``, sequence numbers from 1 and a replay window. So a frame
+of one block never verifies in another, a reflected frame never verifies at its
+sender, and a repeated or older frame is a :class:`ReplayError`. A block starts
+with :class:`BlockOpen` (the station's distillation parameters) answered by
+:class:`BlockReady`. Any frame that fails authentication aborts the block at the
+receiving end (which says so with a sealed ``BlockAbort`` when it still can),
+is logged, and never yields a key.
+
+:class:`LinkSession` is the sans-I/O part; :class:`ZmqLinkClient` is a blocking
+client for worker processes (the distillation runner), so the event loop never
+waits on the link.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import zmq
+
+from groundkey_daemon.errors import UserError
+from groundkey_protocol.errors import ProtocolError
+from groundkey_protocol.link.auth import HmacAuth, LinkAuthError
+from groundkey_protocol.link.messages import (
+    BlockAbort,
+    LinkMessage,
+    decode_message,
+    encode_message,
+    message_types,
+    register_message,
+)
+
+__all__ = [
+    "BlockOpen",
+    "BlockReady",
+    "LinkAborted",
+    "LinkError",
+    "LinkSession",
+    "LinkTimeout",
+    "ZmqLinkClient",
+]
+
+log = logging.getLogger(__name__)
+
+LINGER_MS = 200
+
+
+class _BlockOpen(LinkMessage, frozen=True, kw_only=True, tag="block.open"):
+    """Station -> satellite: start a key block; ``params`` is JSON (distillation settings).
+
+    Station -> satellite ``BlockReady(detail="commit")`` after Bob's key: the
+    satellite keeps its key only then.
+    """
+
+    pass_id: str
+    params: str
+
+
+class _BlockReady(LinkMessage, frozen=True, kw_only=True, tag="block.ready"):
+    """Satellite -> station: the block is open, Alice holds the record for it."""
+
+    detail: str = ""
+
+
+M = TypeVar("M", bound=type[LinkMessage])
+
+
+def _registered(cls: M) -> M:
+    """Register ``cls`` unless a message type with its tag exists (the simulator
+    defines the same wire types; a test process may import both)."""
+    tag = cls.__struct_config__.tag
+    for known in message_types():
+        if known.__struct_config__.tag == tag:
+            return cast(M, known)
+    return register_message(cls)
+
+
+BlockOpen = _registered(_BlockOpen)
+BlockReady = _registered(_BlockReady)
+
+
+class LinkError(Exception):
+    """The link failed for this block (no key results from it)."""
+
+
+class LinkTimeout(LinkError, TimeoutError):
+    """No answer from the satellite in time."""
+
+
+class LinkAborted(LinkError):
+    """Authentication failed or the peer aborted: the block ends without a key."""
+
+
+def session_names(local: str, peer: str, block_id: str) -> tuple[str, str]:
+    """The per-block direction contexts (local, remote) of the auth layer."""
+    return f"{local}/{block_id}", f"{peer}/{block_id}"
+
+
+class LinkSession:
+    """One block's authenticated message stream (sans-I/O)."""
+
+    def __init__(
+        self, link_key: bytes, *, block_id: str, local: str, peer: str, window: int = 64
+    ) -> None:
+        me, them = session_names(local, peer, block_id)
+        self.block_id = block_id
+        self._auth = HmacAuth(link_key, local=me, remote=them, window=window)
+        self.sent = 0
+        self.received = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"LinkSession(block_id={self.block_id!r}, sent={self.sent}, received={self.received})"
+        )
+
+    def seal(self, message: LinkMessage) -> list[bytes]:
+        """The ZeroMQ frames carrying ``message``."""
+        if message.block_id != self.block_id:
+            raise ValueError("message belongs to another block")
+        self.sent += 1
+        return [self.block_id.encode(), self._auth.seal(encode_message(message))]
+
+    def open(self, frames: list[bytes]) -> LinkMessage:
+        """Verify and decode one incoming ZeroMQ message; LinkAborted on any failure."""
+        if len(frames) != 2 or frames[0] != self.block_id.encode():
+            raise LinkAborted(f"block {self.block_id}: malformed link message")
+        try:
+            payload = self._auth.open(frames[1])
+            message = decode_message(payload)
+        except LinkAuthError as exc:
+            raise LinkAborted(f"block {self.block_id}: authentication failed: {exc}") from None
+        except ProtocolError as exc:
+            raise LinkAborted(f"block {self.block_id}: bad frame: {exc}") from None
+        if message.block_id != self.block_id:
+            raise LinkAborted(f"block {self.block_id}: message for another block")
+        self.received += 1
+        return message
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """What a worker needs to reach the satellite (picklable; the key never in repr)."""
+
+    endpoint: str
+    link_key: bytes
+    local: str = "ground"
+    peer: str = "satellite"
+    timeout_s: float = 30.0
+    window: int = 64
+
+    def __repr__(self) -> str:
+        return f"LinkSettings({self.endpoint!r}, local={self.local!r}, peer={self.peer!r})"
+
+
+class ZmqLinkClient:
+    """Blocking DEALER client for one or more blocks (used inside worker processes)."""
+
+    def __init__(self, settings: LinkSettings) -> None:
+        self.settings = settings
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._sock: zmq.Socket[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"ZmqLinkClient({self.settings.endpoint!r})"
+
+    def __enter__(self) -> ZmqLinkClient:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        if self._sock is not None:
+            return
+        self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, LINGER_MS)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.connect(self.settings.endpoint)
+        self._sock = sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def session(self, block_id: str) -> LinkSession:
+        s = self.settings
+        return LinkSession(
+            s.link_key, block_id=block_id, local=s.local, peer=s.peer, window=s.window
+        )
+
+    def send(self, session: LinkSession, message: LinkMessage) -> None:
+        assert self._sock is not None, "link client not open"
+        frames = session.seal(message)
+        if not self._sock.poll(int(self.settings.timeout_s * 1000), zmq.POLLOUT):
+            raise LinkTimeout(f"satellite at {self.settings.endpoint} not reachable")
+        self._sock.send_multipart(frames)
+
+    def receive(self, session: LinkSession, timeout_s: float | None = None) -> LinkMessage:
+        """The next message of ``session``; frames of other (stale) blocks are skipped."""
+        assert self._sock is not None, "link client not open"
+        wait_s = self.settings.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + wait_s
+        while True:
+            left_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+            if not self._sock.poll(left_ms, zmq.POLLIN):
+                raise LinkTimeout(f"no answer from the satellite within {wait_s:g} s")
+            frames = self._sock.recv_multipart()
+            if frames and frames[0] != session.block_id.encode():
+                log.warning("dropping a link message for another block")
+                continue
+            return session.open(frames)
+
+    def abort(self, session: LinkSession, reason: str) -> None:
+        """Tell the satellite the block is over (best effort)."""
+        try:
+            self.send(session, BlockAbort(block_id=session.block_id, reason=reason))
+        except (LinkError, zmq.ZMQError) as exc:
+            log.debug("could not send the abort: %s", exc)
+
+
+def encode_params(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def decode_params(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise LinkAborted("block parameters are not JSON") from None
+    if not isinstance(value, dict):
+        raise LinkAborted("block parameters are not an object")
+    return value
+
+
+def load_link_key(name: str) -> bytes:
+    """The pre-shared link key (>= 16 bytes) from a secret file (hex or raw)."""
+    from groundkey_daemon.service_config import read_secret
+
+    raw = read_secret(name)
+    try:
+        key = bytes.fromhex(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        key = raw
+    if len(key) < 16:
+        raise UserError(f"link key {name}: must be at least 16 bytes")
+    return key

@@ -1,0 +1,152 @@
+"""LDPC Alice/Bob behind the reconciliation interface: messages, leakage, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from groundkey_protocol.errors import ProtocolError
+from groundkey_protocol.link.messages import ReconcileData, decode_message, encode_message
+from groundkey_protocol.qkd.ldpc import LdpcAlice, LdpcBob
+from groundkey_protocol.qkd.ldpc.rate import binary_entropy, code_length, plan_rate
+from groundkey_protocol.qkd.reconcile import ReconcileParams, create_reconciler, run_pair
+from groundkey_protocol.qkd.verify import poly_hash64
+
+
+def _pair(
+    method: str, qber: float, frames: int, frame_bits: int, *, true_qber: float | None = None
+) -> tuple[LdpcAlice, LdpcBob, np.ndarray]:
+    rng = np.random.default_rng([frames, frame_bits, round(qber * 1e4)])
+    alice_bits = rng.integers(0, 2, (frames, frame_bits), dtype=np.uint8)
+    q = qber if true_qber is None else true_qber
+    bob_bits = alice_bits ^ (rng.random(alice_bits.shape) < q).astype(np.uint8)
+    params = ReconcileParams(method=method, qber=qber, seed=11, block_id="blk")
+    alice = LdpcAlice(alice_bits, params, rng=np.random.default_rng(1))
+    return alice, LdpcBob(bob_bits, params), alice_bits
+
+
+def test_plan_puts_almost_everything_in_shortening() -> None:
+    for frame_bits in (900, 9_000, 45_000, 100_000):
+        n = code_length(frame_bits)
+        assert n % 200 == 0
+        assert n >= frame_bits / 0.9
+        for q in (0.005, 0.02, 0.05, 0.08, 0.11):
+            plan = plan_rate(frame_bits, q, efficiency=1.2)
+            assert plan.punctured + plan.shortened == n - frame_bits
+            assert 0.45 <= plan.mother_rate <= 0.95
+            if 0.01 <= q <= 0.1:  # inside the range of mother rates: on target
+                assert 0 <= plan.punctured < n // 200  # less than one block row
+                assert plan.efficiency(q) == pytest.approx(1.2, abs=1.0 / (frame_bits * 0.05))
+
+
+def test_registered_ldpc_round_trip_over_the_wire_codec() -> None:
+    """The registry builds the roles; every message survives msgpack encoding."""
+    rng = np.random.default_rng(2)
+    alice_bits = rng.integers(0, 2, (4, 5_000), dtype=np.uint8)
+    bob_bits = alice_bits ^ (rng.random(alice_bits.shape) < 0.03).astype(np.uint8)
+    params = ReconcileParams(method="ldpc", qber=0.03, seed=1, block_id="b1")
+    alice = create_reconciler("alice", alice_bits, params)
+    bob = create_reconciler("bob", bob_bits, params)
+    pending = alice.start()
+    assert bob.start() == []
+    assert len(pending) == 1
+    assert alice.done
+    wire = decode_message(encode_message(pending[0]))
+    assert bob.receive(wire) == []
+    assert bob.done
+    assert np.array_equal(bob.corrected_bits, alice_bits)  # type: ignore[attr-defined]
+    assert np.array_equal(alice.disclosed_bits, bob.disclosed_bits)
+    assert "syndrome" in repr(wire)
+    assert "bytes>" in repr(wire)
+
+
+def test_blind_round_trip_counts_every_revealed_bit() -> None:
+    # QBER estimate 25 % below the truth: many frames fail the first message
+    alice, bob, alice_bits = _pair("ldpc-blind", 0.04, 24, 9_000, true_qber=0.05)
+    transcript = run_pair(alice, bob)
+    assert len(transcript) == 3
+    kinds = [m.kind for _, m in transcript.messages]  # type: ignore[attr-defined]
+    assert kinds == ["syndrome", "reveal-request", "reveal"]
+    failed_first = ~bob.frame_ok_first
+    assert failed_first.any()
+    assert np.array_equal(alice.disclosed_bits, bob.disclosed_bits)
+    plan = bob._setup.plan
+    count = bob._setup.reveal_count(0.04)
+    expected = plan.syndrome_leak_bits + count * failed_first
+    assert np.array_equal(bob.disclosed_bits, expected)
+    assert np.array_equal(bob.corrected_bits, alice_bits)
+    assert bob.frame_ok.all()
+
+
+def test_blind_with_no_failure_takes_two_messages() -> None:
+    alice, bob, alice_bits = _pair("ldpc-blind", 0.03, 4, 9_000)
+    transcript = run_pair(alice, bob)
+    assert [m.kind for _, m in transcript.messages] == ["syndrome", "done"]  # type: ignore[attr-defined]
+    assert alice.done
+    assert bob.done
+    assert np.array_equal(bob.corrected_bits, alice_bits)
+
+
+def test_key_material_stays_out_of_reprs() -> None:
+    alice, bob, _ = _pair("ldpc", 0.02, 2, 2_000)
+    (message,) = alice.start()
+    for text in (repr(alice), repr(bob), repr(message)):
+        assert "syndrome=" not in text or "bytes>" in text
+        assert len(text) < 300
+
+
+def test_malformed_messages_raise_protocol_error() -> None:
+    alice, bob, _ = _pair("ldpc-blind", 0.02, 2, 2_000)
+    (syndrome,) = alice.start()
+    assert isinstance(syndrome, ReconcileData)
+    short = ReconcileData(
+        block_id="blk",
+        method="ldpc-blind",
+        step=0,
+        kind="syndrome",
+        arrays={"syndrome": syndrome.arrays["syndrome"][:-1]},
+        ints=dict(syndrome.ints),
+    )
+    with pytest.raises(ProtocolError, match="syndrome"):
+        bob.receive(short)
+    wrong_code = ReconcileData(
+        block_id="blk",
+        method="ldpc-blind",
+        step=0,
+        kind="syndrome",
+        arrays=dict(syndrome.arrays),
+        ints={**syndrome.ints, "m": 1},
+    )
+    with pytest.raises(ProtocolError, match="code parameters"):
+        bob.receive(wrong_code)
+    bad_request = ReconcileData(
+        block_id="blk",
+        method="ldpc-blind",
+        step=1,
+        kind="reveal-request",
+        arrays={"frames": np.array([7], dtype="<u4").tobytes()},
+        ints={"count": 3},
+    )
+    with pytest.raises(ProtocolError, match="reveal request"):
+        alice.receive(bad_request)
+    with pytest.raises(ProtocolError, match="block"):
+        alice.receive(ReconcileData(block_id="other", method="ldpc-blind", step=1, kind="done"))
+
+
+@pytest.mark.parametrize("qber", [0.005, 0.01, 0.02, 0.05, 0.08])
+def test_identical_keys_or_detected_failure(qber: float) -> None:
+    """Every frame ends identical to Alice's or flagged: by Bob (syndrome unmet) or by
+    the verification tags (a wrong codeword that meets the syndrome)."""
+    for method in ("ldpc", "ldpc-blind"):
+        alice, bob, alice_bits = _pair(method, qber, 16, 9_000)
+        transcript = run_pair(alice, bob)
+        assert len(transcript) <= 3
+        same = (bob.corrected_bits == alice_bits).all(axis=1)
+        points = [0x9E37_79B9_7F4A_7C15]
+        tags_differ = (
+            poly_hash64(alice_bits, points) != poly_hash64(bob.corrected_bits, points)
+        ).any(axis=1)
+        assert np.all(same | ~bob.frame_ok | tags_differ)
+        assert np.array_equal(alice.disclosed_bits, bob.disclosed_bits)
+        f = bob.disclosed_bits.mean() / (9_000 * binary_entropy(qber))
+        assert 1.0 < f < 2.5
