@@ -255,7 +255,7 @@ async def test_pass_in_progress_is_joined() -> None:
     assert later.aos > first.los
     pass_ = dataclasses.replace(first, los=first.tca + dt.timedelta(seconds=60))
     clock = SimClock(epoch=first.tca, speed=SPEED)
-    mount = SimpleMount(clock, limits=RotatorLimits(max_az_deg=450.0))
+    mount = SimpleMount(clock, limits=RotatorLimits(max_az_deg=450.0), park=AzEl(270.0, 40.0))
     samples: list[TrackSample] = []
     tracker = Tracker(mount, MICIUS, XINGLONG, pass_, clock, _settings(), samples.append)
     stats = await tracker.run()

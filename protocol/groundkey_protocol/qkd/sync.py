@@ -173,14 +173,7 @@ def recover(
     corr_ch = _group_peaks(sub - np.rint(sub), ch[::stride], 256, cfg.phase_bins, 0.1, 1)
     frac -= corr_ch[ch]
     # per-window residual tracking
-    if len(td):
-        win = (td - td[0]) // int(cfg.window_s * 1e12)
-        win -= win.min()
-        n_win = int(win.max()) + 1
-        resid = _group_peaks(
-            frac - np.rint(frac), win, n_win, cfg.phase_bins, cfg.gate_slots, cfg.min_window_counts
-        )
-        frac -= resid[win]
+    _track_windows(frac, td, cfg)
     slot_rel = np.rint(frac)
     phase = frac - slot_rel
     slots = slot_rel.astype(np.int64) + k_b[0]
@@ -281,14 +274,7 @@ def recover_from_qubits(
     score = np.asarray(public_weight(cand.ravel()), dtype=np.float64).reshape(cand.shape)
     shift = int(shifts[int(score.mean(axis=1).argmax())])
     k_first = int(k_nominal) + shift
-    if len(td):
-        win = (td - td[0]) // int(cfg.window_s * 1e12)
-        win -= win.min()
-        n_win = int(win.max()) + 1
-        resid = _group_peaks(
-            frac - np.rint(frac), win, n_win, cfg.phase_bins, cfg.gate_slots, cfg.min_window_counts
-        )
-        frac -= resid[win]
+    _track_windows(frac, td, cfg)
     slot_rel = np.rint(frac)
     phase = frac - slot_rel
     slots = slot_rel.astype(np.int64) + k_first
@@ -306,6 +292,25 @@ def recover_from_qubits(
 
 def _wrap(x: Float64Array) -> Float64Array:
     return np.asarray(x - np.rint(x), dtype=np.float64)
+
+
+def _track_windows(frac: Float64Array, td: Int64Array, cfg: SyncConfig) -> None:
+    """Subtract, in place, each window's residual phase (estimated on a subsample)."""
+    if not len(td):
+        return
+    win = (td - td.min()) // int(cfg.window_s * 1e12)
+    n_win = int(win.max()) + 1
+    stride = max(1, len(frac) // 1_000_000)
+    sub = frac[::stride]
+    resid = _group_peaks(
+        sub - np.rint(sub),
+        win[::stride],
+        n_win,
+        cfg.phase_bins,
+        cfg.gate_slots,
+        cfg.min_window_counts,
+    )
+    frac -= resid[win]
 
 
 def _group_peaks(

@@ -70,13 +70,17 @@ class BpDecoder:
     check-to-variable messages for all frames of the batch with Gallager's φ form
     of the tanh rule, and writes the posteriors back. Layered scheduling converges
     in about half the iterations of flooding. ``batch`` bounds the frames decoded
-    together (memory ~ ``edges × batch × 4`` bytes).
+    together (memory ~ ``edges × batch × 4`` bytes; default: ~64 MiB worth).
     """
 
-    def __init__(self, code: QcLdpcCode, *, max_iterations: int = 80, batch: int = 128) -> None:
+    def __init__(
+        self, code: QcLdpcCode, *, max_iterations: int = 80, batch: int | None = None
+    ) -> None:
         self.code = code
         self.max_iterations = max_iterations
-        self.batch = batch
+        edges = int((code.base >= 0).sum()) * code.z
+        # messages of one batch stay within ~64 MiB (float32)
+        self.batch = batch if batch is not None else min(128, max(4, (1 << 24) // edges))
         z = code.z
         # per block row: (block column, shift) of each circulant, and its check rows
         self._layers: list[tuple[list[tuple[int, int]], slice]] = []

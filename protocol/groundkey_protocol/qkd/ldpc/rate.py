@@ -48,13 +48,13 @@ IntArray = npt.NDArray[np.int64]
 # project's codes for a first-message frame error rate of about 10^-2 or lower
 # (measured: tests/protocol/qkd/test_ldpc_acceptance.py; `groundkey bench reconcile`).
 _EFFICIENCY_TABLE: tuple[tuple[float, float, float], ...] = (
-    (0.005, 1.65, 1.45),
-    (0.01, 1.5, 1.32),
-    (0.02, 1.45, 1.3),
-    (0.03, 1.38, 1.28),
-    (0.05, 1.3, 1.25),
-    (0.08, 1.2, 1.15),
-    (0.11, 1.17, 1.13),
+    (0.005, 1.6, 1.45),
+    (0.01, 1.45, 1.32),
+    (0.02, 1.4, 1.3),
+    (0.03, 1.32, 1.28),
+    (0.05, 1.25, 1.25),
+    (0.08, 1.15, 1.15),
+    (0.11, 1.13, 1.13),
 )
 _TABLE_FRAME_BITS = (9_000, 45_000)
 

@@ -1,0 +1,217 @@
+"""End to end: ``groundkey run`` and the simulators in separate processes over real
+transports (GS-232B mount over TCP, SCPI detector over TCP, the USB time tagger over
+usbnet/pyusb, the satellite over ZeroMQ) for one accelerated pass: the daemon tracks,
+arms, acquires and spools, syncs, distills with the satellite, stores and publishes;
+the key in the daemon's store is identical to the satellite's."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import zmq
+
+from tests.system.test_service import TLE, Notify, finish, free_port
+
+SPEED = 60.0
+EPOCH = "2016-12-19T16:48:20Z"  # 23 s before AOS of the Micius pass over Xinglong
+SEED = 77
+LINK_KEY = bytes(range(100, 132))
+
+
+def spawn(*args: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "groundkey_sim.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    endpoint = proc.stdout.readline().strip()
+    assert endpoint, proc.stderr.read() if proc.stderr else ""
+    return proc, endpoint
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err
+
+
+class Subscriber(threading.Thread):
+    """Collects the daemon's telemetry from its ZeroMQ PUB socket."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(daemon=True)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(endpoint)
+        self.messages: list[dict[str, object]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            if self.sock.poll(100):
+                _, payload = self.sock.recv_multipart()
+                self.messages.append(json.loads(payload))
+
+    def close(self) -> None:
+        self.done.set()
+        self.join(5)
+        self.sock.close()
+        self.ctx.term()
+
+
+def test_one_accelerated_pass_end_to_end(tmp_path: Path) -> None:
+    anchor = time.time() + 4.0
+    clock = f"sim:{EPOCH},speed={SPEED},anchor={anchor}"
+    key_file = tmp_path / "link.key"
+    key_file.write_text(LINK_KEY.hex())
+    key_file.chmod(0o600)
+    sat_keys = tmp_path / "sat-keys"
+    procs: list[subprocess.Popen[str]] = []
+    notify = Notify(tmp_path)
+    sub: Subscriber | None = None
+    try:
+        rot, rot_url = spawn(
+            "rotator", "--protocol", "gs232b", "--listen", "tcp://127.0.0.1:0",
+            "--max-az", "450", "--clock", clock, "--slew-rate-deg-s", "12,12",
+        )  # fmt: skip
+        procs.append(rot)
+        det, det_url = spawn("detector", "--listen", "tcp://127.0.0.1:0", "--tau-s", "0.1")
+        procs.append(det)
+        tagger, tagger_url = spawn(
+            "tagger", "--preset", "bench-fiber", "--listen", "tcp://127.0.0.1:0",
+            "--clock", clock, "--duration", "2.5", "--seed", str(SEED),
+        )  # fmt: skip
+        procs.append(tagger)
+        sat, sat_url = spawn(
+            "satellite", "--listen", "tcp://127.0.0.1:0", "--seed", str(SEED),
+            "--link-key", str(key_file), "--keys-dir", str(sat_keys),
+        )  # fmt: skip
+        procs.append(sat)
+
+        shutil.copy(TLE, tmp_path / "micius.tle")
+        pub = f"tcp://127.0.0.1:{free_port()}"
+        config = tmp_path / "station.toml"
+        config.write_text(
+            f"""
+[station]
+tle_files = ["micius.tle"]
+
+[rotator]
+protocol = "gs232b"
+url = "{rot_url}"
+max_az_deg = 450.0
+slew_rate_az_deg_s = 12.0
+slew_rate_el_deg_s = 12.0
+
+[tracking]
+threshold_deg = 1.5
+preposition_s = 20.0
+
+[service]
+clock = "{clock}"
+max_passes = 1
+status_interval_s = 0.5
+
+[keystore]
+state_dir = "state"
+key_size_bytes = 32
+
+[delivery]
+enabled = false
+
+[telemetry]
+station = "xinglong"
+
+[telemetry.mqtt]
+enabled = false
+
+[telemetry.zmq]
+bind = "{pub}"
+
+[metrics]
+enabled = false
+
+[link_auth]
+link_key = "{key_file}"
+
+[link]
+endpoint = "{sat_url}"
+timeout_s = 60
+
+[acquisition]
+tagger_url = "{tagger_url}"
+detector_url = "{det_url}"
+tof_model = "fixed"
+fixed_tof_ps = 5000000
+min_block_detections = 2000000
+
+[distill]
+frame_bits = 50000
+"""
+        )
+        sub = Subscriber(pub)
+        sub.start()
+        env = {**os.environ, "NOTIFY_SOCKET": notify.path}
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "groundkey_daemon.cli", "-v", "run", "--config", str(config)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(daemon)
+        notify.wait_for("READY=1")
+        code, log = finish(daemon, timeout_s=110)
+        assert code == 0, log
+    finally:
+        logs = {p.args[3] if len(p.args) > 3 else "?": stop(p) for p in procs}  # type: ignore[index]
+        if sub is not None:
+            sub.close()
+        notify.close()
+
+    for state in ("preposition", "track", "arm", "acquire", "sync", "distill", "store",
+                  "publish", "disarm", "park", "completed"):  # fmt: skip
+        assert f": {state}" in log, (state, log)
+    db = sqlite3.connect(
+        tmp_path
+        / "state"
+        / next(p.name for p in (tmp_path / "state").iterdir() if p.suffix in (".db", ".sqlite"))
+    )
+    blocks = db.execute("SELECT block_id, length_bits, qber FROM blocks").fetchall()
+    assert len(blocks) == 1, (blocks, log)
+    block_id, length_bits, qber = blocks[0]
+    assert 0.005 < qber < 0.03
+    material = b"".join(
+        row[0]
+        for row in db.execute(
+            "SELECT material FROM keys WHERE block_id = ? ORDER BY idx", (block_id,)
+        )
+    )
+    db.close()
+    alice = (sat_keys / f"{block_id}.key").read_bytes()
+    assert len(material) == length_bits // 8 > 100
+    assert alice[: len(material)] == material  # identical keys at both ends
+    kinds = [m["type"] for m in sub.messages] if sub else []
+    assert "keyexchange" in kinds, kinds
+    exchange = next(m for m in sub.messages if m["type"] == "keyexchange") if sub else {}
+    assert exchange["block_id"] == block_id
+    assert LINK_KEY.hex() not in log
+    assert "Traceback" not in log, logs
