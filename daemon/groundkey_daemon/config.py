@@ -24,6 +24,7 @@ __all__ = [
     "StationConfig",
     "TrackingConfig",
     "config_from_dict",
+    "describe_validation_error",
     "load_config",
 ]
 
@@ -147,6 +148,10 @@ def _describe(error: msgspec.ValidationError) -> str:
         message = message.replace("`", "")
         message = message[:1].lower() + message[1:]
     return f"{path}: {message}"
+
+
+#: Public name of the ValidationError -> "field.path: message" formatter.
+describe_validation_error = _describe
 
 
 def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:

@@ -100,3 +100,19 @@ def test_reconcile_sweep_plot(tmp_path: Path) -> None:
     out = tmp_path / "sweep.png"
     plot_sweep(points, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_reconcile_cli_writes_the_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from groundkey_daemon.cli import main
+
+    out = tmp_path / "reconcile.png"
+    argv = ["bench", "reconcile", "--plot", str(out), "--frames", "1", "--frame-bits", "2000"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "ldpc-blind" in text
+    assert "qber  8.0 %" in text
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["bench", "--plot", str(out)]) == 2  # --plot belongs to the sweep
+    assert "reconcile" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from groundkey_protocol.sun import sun_azel
 
 from .test_tracking_mount import EPOCH, MICIUS, XINGLONG, SimpleMount, overhead_station
 
-SPEED = 50.0
+SPEED = 60.0
 THRESHOLD_DEG = 1.0
 
 
@@ -111,7 +111,7 @@ async def test_overhead_pass_flip_mode_over_the_zenith() -> None:
     pass_ = _high_part(station, full)
     assert pass_.max_el_deg > 89.0
     limits = RotatorLimits(max_az_deg=450.0, max_el_deg=180.0)
-    tracker, _mount, samples = await _track(station, pass_, limits=limits, lead_in_s=60.0)
+    tracker, _mount, samples = await _track(station, pass_, limits=limits, lead_in_s=40.0)
     stats = tracker.stats
     assert stats.strategy == "flip"
     assert stats.max_error_deg < THRESHOLD_DEG, stats.summary()

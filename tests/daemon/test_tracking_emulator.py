@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -59,7 +60,10 @@ async def test_overhead_pass_through_driver_and_emulator(protocol: str) -> None:
     station, full = overhead_station()
     pass_ = predict_passes(MICIUS, station, full.aos - dt.timedelta(minutes=5), 0.5, 30.0)[0]
     assert pass_.max_el_deg > 85.0
-    clock = SimClock(epoch=pass_.aos - dt.timedelta(seconds=70), speed=40.0)
+    # The shared clock starts (anchor) once the emulator is surely up.
+    clock = SimClock(
+        epoch=pass_.aos - dt.timedelta(seconds=70), speed=40.0, anchor_wall_s=time.time() + 1.5
+    )
     settings = TrackingSettings(
         preposition_s=30.0, threshold_deg=1.0, max_wall_rate_hz=50.0, sun_avoid_deg=20.0
     )
@@ -99,7 +103,9 @@ def test_track_cli_against_the_emulator(tmp_path: Path) -> None:
     start = dt.datetime(2016, 12, 20, 12, 0, tzinfo=dt.UTC)
     pass_ = predict_passes(MICIUS, xinglong, start, 12.0, 60.0)[0]
     assert pass_.max_el_deg == pytest.approx(84.5, abs=0.1)
-    clock = SimClock(epoch=pass_.aos - dt.timedelta(seconds=150), speed=50.0)
+    clock = SimClock(
+        epoch=pass_.aos - dt.timedelta(seconds=120), speed=50.0, anchor_wall_s=time.time() + 3.0
+    )
     tle = Path(__file__).parents[2] / "config" / "tle" / "micius.tle"
 
     async def scenario() -> subprocess.CompletedProcess[str]:

@@ -12,19 +12,25 @@ frame length, every block size clamped to ``[1, n]``):
 Pass 0 uses the identity order, pass p ≥ 1 the permutation drawn from
 ``np.random.default_rng([seed, p])`` (public, same for all frames).
 
-Protocol (Bob drives, Alice answers; one round trip per step for the whole batch):
-Bob asks for the top-level block parities of a pass (:class:`CascadeQuery` with
-``top_pass``), then runs "waves" of binary searches: every block (of any pass
-so far) whose parities differ is bisected; each step asks Alice for the parity
-of the left half of every active search at once. A wave's flips are applied when
-all its searches end, so every search ends on a true error; flipped bits toggle
-the parities of their blocks in every other pass, which opens the next wave
-(the cascade effect). When no known block differs, the next pass starts. Bob
-ends with :class:`CascadeDone`. No per-bit Python loops: Alice answers from a
-prefix XOR of her bits in each pass order (her bits never change, so every range
-parity is two lookups); Bob gathers his ranges and takes one running XOR; passes
-with few blocks get their top-level parities by AND with packed block masks and
-popcount.
+Protocol (Bob drives, Alice answers with one :class:`CascadeReply` per
+:class:`CascadeQuery`; one round trip per step serves the whole batch). Every
+frame moves through its passes on its own; within a frame Bob bisects every
+block (of any pass so far) whose parity differs from Alice's, all at once and
+pipelined: a search that ends flips its bit at once, which toggles that bit's
+block in every pass (opening new searches in the same step: the cascade effect)
+and cancels any running search whose interval held the bit (its interval is no
+longer odd; the block is reopened if it still differs). A frame with no
+differing block enters its next pass. Top-level parities of passes with many
+blocks come from a ``top_pass`` query; passes that disclose one parity per frame
+(Yan's halves, BICONF rounds) ask for it as a range, and the fixed passes of a
+frame ask for all such parities at once (they are disclosed in any case).
+
+No per-bit Python loops: Alice answers from a prefix XOR of her bits in each pass
+order (her bits never change, so every range parity is two lookups), and from
+packed block masks for whole blocks of passes with few blocks; Bob gathers his
+ranges and takes one running XOR, and keeps every Alice parity he learned in a
+flat table indexed by (pass, frame, node) so that a reopened block fast-forwards
+through the levels he knows without a round trip.
 
 Leakage: every parity Alice reveals counts one bit for its frame. Bob never asks
 for a parity he knows or can infer (right half = parent XOR left half; from
@@ -52,6 +58,9 @@ BICONF_CLEAN_ROUNDS = 10
 BICONF_MAX_ROUNDS = 64
 _MASK_BLOCKS = 8  # passes with at most this many blocks use packed masks for top parities
 _I64 = np.int64
+WAVES = True
+LOOK_DEPTH = 2
+LOOK_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +92,11 @@ def cascade_schedule(method: str, qber: float, frame_bits: int) -> list[PassSpec
 
 
 class _Passes:
-    """Pass specs and permutations, shared by both roles (grown lazily for BICONF)."""
+    """Pass specs and permutations, shared by both roles (grown lazily for BICONF).
+
+    The permutations of passes ``0..count-1`` are kept concatenated (pass q at
+    ``q·n``) with their inverses, so one gather serves ranges of many passes.
+    """
 
     def __init__(self, params: ReconcileParams, frame_bits: int) -> None:
         self.method = params.method
@@ -92,9 +105,8 @@ class _Passes:
         self.specs = cascade_schedule(params.method, params.qber, frame_bits)
         self.biconf = params.method == "cascade-biconf"
         self.max_passes = len(self.specs) + (BICONF_MAX_ROUNDS if self.biconf else 0)
-        self.perms: list[NDArray[np.int64]] = []
-        self.invs: list[NDArray[np.int64]] = []
-        self._perm_cat = np.zeros(0, dtype=_I64)
+        self._perm_cat, self._inv_cat = _permutations(self.seed, self.n, len(self.specs))
+        self._count = len(self.specs)
         self._masks: dict[int, NDArray[np.uint64]] = {}
 
     def spec(self, q: int) -> PassSpec:
@@ -115,23 +127,32 @@ class _Passes:
             return 1
         return self.nblocks(q) - (1 if q > 0 else 0)
 
+    def _grow(self, q: int) -> None:
+        if q < self._count:
+            return
+        count = min(self.max_passes, max(q + 1, 2 * self._count))
+        extra = [_permutation(self.seed, p, self.n) for p in range(self._count, count)]
+        self._perm_cat = np.concatenate([self._perm_cat] + [p for p, _ in extra])
+        self._inv_cat = np.concatenate([self._inv_cat] + [i for _, i in extra])
+        self._count = count
+
     def perm(self, q: int) -> NDArray[np.int64]:
-        while len(self.perms) <= q:
-            perm, inv = _permutation(self.seed, len(self.perms), self.n)
-            self.perms.append(perm)
-            self.invs.append(inv)
-        return self.perms[q]
+        self._grow(q)
+        return self._perm_cat[q * self.n : (q + 1) * self.n]
+
+    def inv(self, q: int) -> NDArray[np.int64]:
+        self._grow(q)
+        return self._inv_cat[q * self.n : (q + 1) * self.n]
 
     def perm_cat(self, q_max: int) -> NDArray[np.int64]:
         """Permutations of passes 0..q_max (at least) concatenated: pass q at q·n."""
-        self.perm(q_max)
-        if self._perm_cat.size < len(self.perms) * self.n:
-            self._perm_cat = np.concatenate(self.perms)
+        self._grow(q_max)
         return self._perm_cat
 
-    def inv(self, q: int) -> NDArray[np.int64]:
-        self.perm(q)
-        return self.invs[q]
+    def inv_cat(self, q_max: int) -> NDArray[np.int64]:
+        """Inverse permutations of passes 0..q_max (at least) concatenated."""
+        self._grow(q_max)
+        return self._inv_cat
 
     def _block_masks(self, q: int) -> NDArray[np.uint64]:
         """Packed membership masks of the blocks of pass ``q``: (nblocks, words)."""
@@ -139,7 +160,7 @@ class _Passes:
             k = self.spec(q).block_bits
             block_of = self.inv(q) // k
             member = block_of[None, :] == np.arange(self.nblocks(q))[:, None]
-            self._masks[q] = _pack64(member.astype(np.uint8))
+            self._masks[q] = _pack64(member.view(np.uint8))
         return self._masks[q]
 
     def top_parities(self, bits: NDArray[np.uint8], q: int) -> NDArray[np.uint8]:
@@ -188,16 +209,34 @@ class _Passes:
 
 @functools.lru_cache(maxsize=12)
 def _permutation(seed: int, p: int, n: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Pass ``p``'s public permutation and its inverse (cached: both roles draw the same)."""
+    """Pass ``p``'s public permutation and its inverse."""
     if p == 0:
         perm = np.arange(n, dtype=_I64)
     else:
-        perm = np.random.default_rng([seed, p]).permutation(n).astype(_I64)
+        perm = np.random.default_rng([seed, p]).permutation(n).astype(_I64, copy=False)
     inv = np.empty_like(perm)
     inv[perm] = np.arange(n, dtype=_I64)
     perm.flags.writeable = False
     inv.flags.writeable = False
     return perm, inv
+
+
+@functools.lru_cache(maxsize=4)
+def _permutations(seed: int, n: int, count: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Passes ``0..count-1`` permutations and inverses, concatenated (cached: both
+    roles draw the same)."""
+    perm_cat = np.empty(count * n, dtype=_I64)
+    inv_cat = np.empty(count * n, dtype=_I64)
+    ramp = np.arange(n, dtype=_I64)
+    perm_cat[:n] = ramp
+    inv_cat[:n] = ramp
+    for p in range(1, count):
+        perm = np.random.default_rng([seed, p]).permutation(n)
+        perm_cat[p * n : (p + 1) * n] = perm
+        inv_cat[p * n + perm] = ramp
+    perm_cat.flags.writeable = False
+    inv_cat.flags.writeable = False
+    return perm_cat, inv_cat
 
 
 def _pack64(bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
@@ -227,6 +266,7 @@ class CascadeAlice(ReconcileAlice):
         self._passes = _Passes(params, self.frame_bits)
         self._prefix: dict[int, NDArray[np.uint8]] = {}
         self._prefix_done: dict[int, NDArray[np.bool_]] = {}
+        self._tops: dict[int, NDArray[np.uint8]] = {}
 
     def _start(self) -> list[LinkMessage]:
         return []
@@ -252,6 +292,36 @@ class CascadeAlice(ReconcileAlice):
             done[todo] = True
         return prefix
 
+    def _top_table(self, q: int) -> NDArray[np.uint8]:
+        """All top-level parities of pass ``q`` (pass with few blocks), (frames, nblocks)."""
+        if q not in self._tops:
+            self._tops[q] = self._passes.top_parities(self._bits, q)
+        return self._tops[q]
+
+    def _pass_parities(
+        self, qq: int, f: NDArray[np.int64], s: NDArray[np.int64], e: NDArray[np.int64]
+    ) -> NDArray[np.uint8]:
+        passes = self._passes
+        n = self.frame_bits
+        if qq > 0 and passes.nblocks(qq) <= _MASK_BLOCKS:
+            k = passes.spec(qq).block_bits
+            whole = (s % k == 0) & (e == np.minimum(s + k, n))
+            if whole.all():
+                return np.asarray(self._top_table(qq)[f, s // k], dtype=np.uint8)
+            if whole.any():
+                out = np.empty(f.size, dtype=np.uint8)
+                out[whole] = self._top_table(qq)[f[whole], s[whole] // k]
+                part = ~whole
+                out[part] = self._pass_parities_prefix(qq, f[part], s[part], e[part])
+                return out
+        return self._pass_parities_prefix(qq, f, s, e)
+
+    def _pass_parities_prefix(
+        self, qq: int, f: NDArray[np.int64], s: NDArray[np.int64], e: NDArray[np.int64]
+    ) -> NDArray[np.uint8]:
+        prefix = self._prefix_xor(qq, f)
+        return np.asarray(prefix[f, e] ^ prefix[f, s], dtype=np.uint8)
+
     def _range_parities(
         self,
         f: NDArray[np.int64],
@@ -261,14 +331,11 @@ class CascadeAlice(ReconcileAlice):
     ) -> NDArray[np.uint8]:
         q_lo, q_hi = int(q.min()), int(q.max())
         if q_lo == q_hi:
-            prefix = self._prefix_xor(q_lo, f)
-            return np.asarray(prefix[f, e] ^ prefix[f, s], dtype=np.uint8)
+            return self._pass_parities(q_lo, f, s, e)
         out = np.empty(f.size, dtype=np.uint8)
         for qq in np.unique(q).tolist():
             sel = q == qq
-            fs = f[sel]
-            prefix = self._prefix_xor(int(qq), fs)
-            out[sel] = prefix[fs, e[sel]] ^ prefix[fs, s[sel]]
+            out[sel] = self._pass_parities(int(qq), f[sel], s[sel], e[sel])
         return out
 
     def _receive(self, message: LinkMessage) -> list[LinkMessage]:
@@ -326,261 +393,366 @@ class CascadeAlice(ReconcileAlice):
 class CascadeBob(ReconcileBob):
     """Drives Cascade: asks for parities, bisects differing blocks, flips his bits.
 
-    Bob remembers every Alice parity he learned (revealed, or inferred as parent
-    XOR left half) and never asks for one twice: a search in a reopened block
-    fast-forwards through the levels he already knows without a round trip. The
-    cache is merged once per wave (searches within a wave are in distinct blocks,
-    so they cannot share entries).
+    Blocks of all passes live in flat tables (pass ``q``'s block ``b`` of frame
+    ``f`` at ``_boff[q] + f·nblocks(q) + b``): Alice's parity, whether it is known,
+    Bob's parity (kept current on every flip) and whether a search runs in it.
+    Every Alice parity learned below the top level goes into ``_tree``, indexed by
+    (pass, frame) and the node's midpoint (inner nodes) or ``n + start`` (leaves).
     """
 
     def __init__(self, bits: NDArray[np.uint8], params: ReconcileParams) -> None:
         super().__init__(np.array(bits, dtype=np.uint8, copy=True), params)
-        self._passes = _Passes(params, self.frame_bits)
-        self._pass = -1
-        self._step = 0
-        self._alice_par: list[NDArray[np.uint8]] = []
-        self._known: list[NDArray[np.bool_]] = []
-        self._bob_par: list[NDArray[np.uint8]] = []
-        self._frame_parity = np.zeros(self.frames, dtype=np.uint8)
+        passes = self._passes = _Passes(params, self.frame_bits)
+        frames, n = self.frames, self.frame_bits
+        count = passes.max_passes
+        self._fixed = len(passes.specs)
+        self._k = np.array([passes.spec(q).block_bits for q in range(count)], dtype=_I64)
+        self._nb = -(-n // self._k)
+        self._td = np.array([passes.top_disclosed(q) for q in range(count)], dtype=_I64)
+        self._boff = np.concatenate([[0], np.cumsum(self._nb * frames)]).astype(_I64)
+        total = int(self._boff[-1])
+        self._alice = np.zeros(total, dtype=np.uint8)
+        self._known = np.zeros(total, dtype=bool)
+        self._bob = np.zeros(total, dtype=np.uint8)
+        self._busy = np.zeros(total, dtype=bool)
+        self._made = 0  # passes whose block parities Bob keeps
+        self._tree = np.zeros(0, dtype=np.uint8)  # 0 unknown, 1 + parity when known
+        self._make_passes(self._fixed)
+        self._frame_parity = np.zeros(frames, dtype=np.uint8)
+        self._cur = np.full(frames, -1, dtype=_I64)  # pass each frame is in
+        self._done = np.zeros(frames, dtype=bool)
+        self._waiting = np.zeros(frames, dtype=bool)  # for its current pass's top parities
+        self._asked = np.zeros((count, frames), dtype=bool)  # top parities asked for
+        self._clean = np.zeros(frames, dtype=_I64)  # BICONF clean-round streaks
+        self._flipped = np.zeros(frames, dtype=bool)  # a flip in the frame's current pass
         empty = np.zeros(0, dtype=_I64)
-        # active searches: frame, pass, [start, stop) in pass order, Alice's parity of it
-        self._sf, self._sq, self._ss, self._se = empty, empty, empty, empty
+        # active searches: frame, pass, [start, stop) in pass order, block id, Alice's parity
+        self._sf, self._sq, self._ss, self._se, self._sg = empty, empty, empty, empty, empty
         self._sa = np.zeros(0, dtype=np.uint8)
-        self._found: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]] = []
-        self._cache_keys = empty
-        self._cache_vals = np.zeros(0, dtype=np.uint8)
-        self._recent_keys = empty
-        self._recent_vals = np.zeros(0, dtype=np.uint8)
-        self._wave_keys: list[NDArray[np.int64]] = []
-        self._wave_vals: list[NDArray[np.uint8]] = []
-        self._top_rows = empty
-        self._expect_top = False
-        self._clean = np.zeros(self.frames, dtype=np.int64)  # BICONF clean-round streaks
-        self._flipped_in_pass = np.zeros(self.frames, dtype=bool)
+        self._found: list[NDArray[np.int64]] = []  # (4, m): frame, pass, position, block id
+        self._cand: list[NDArray[np.int64]] = []  # block ids to check for opening
+        self._step = 0
+        # what the outstanding query asked: top pass and rows, searches, one-range tops
+        self._ask_top = (-1, empty)
+        self._ask_levels: list[NDArray[np.int64]] = []  # (5, m): frame, pass, s, mid, e
+        self._ask_small = (empty, empty)
         self.flips = 0
 
-    # -- state machine -------------------------------------------------------
+    # -- tables ------------------------------------------------------------------
+
+    def _make_passes(self, upto: int) -> None:
+        """Keep Bob's block parities (and tree room) for passes below ``upto``."""
+        if upto <= self._made:
+            return
+        frames, n = self.frames, self.frame_bits
+        count = self._passes.max_passes
+        room = self._tree.size // (2 * n * frames)
+        if upto > room:
+            room = min(count, max(upto, 2 * room))
+            tree = np.zeros(room * frames * 2 * n, dtype=np.uint8)
+            tree[: self._tree.size] = self._tree
+            self._tree = tree
+        for q in range(self._made, upto):
+            par = self._passes.top_parities(self._bits, q)
+            self._bob[self._boff[q] : self._boff[q + 1]] = par.reshape(-1)
+        self._made = upto
+
+    def _node(
+        self, q: NDArray[np.int64], f: NDArray[np.int64], s: NDArray[np.int64], e: NDArray[np.int64]
+    ) -> NDArray[np.int64]:
+        """Tree index of the interval ``[s, e)`` of pass ``q``, frame ``f``."""
+        n = self.frame_bits
+        local = np.where(e - s >= 2, (s + e) >> 1, s + n)
+        base = (q * self.frames + f) * (2 * n)
+        return np.asarray(base + local, dtype=_I64)
+
+    def _store_tops(self, q: int, rows: NDArray[np.int64], sent: NDArray[np.uint8]) -> None:
+        """Alice's top-level parities of pass ``q`` for ``rows`` (inferring the last block)."""
+        if q == 0:
+            vals = sent
+            self._frame_parity[rows] = np.bitwise_xor.reduce(sent, axis=1)
+        elif self._passes.spec(q).first_block_only:
+            vals = sent
+        else:
+            last = self._frame_parity[rows] ^ (sent.sum(axis=1) & 1).astype(np.uint8)
+            vals = np.concatenate([sent, last[:, None]], axis=1)
+        nb = int(self._nb[q])
+        gids = self._boff[q] + rows[:, None] * nb + np.arange(vals.shape[1], dtype=_I64)
+        self._alice[gids] = vals
+        self._known[gids] = True
+        self._cand.append(gids.reshape(-1))
+        self._waiting[rows[self._cur[rows] == q]] = False
+
+    # -- receiving -----------------------------------------------------------------
 
     def _start(self) -> list[LinkMessage]:
-        return [self._begin_pass()]
+        self._settle()
+        return [self._next_message()]
 
     def _receive(self, message: LinkMessage) -> list[LinkMessage]:
         if not isinstance(message, CascadeReply) or message.step != self._step:
             raise ProtocolError(f"unexpected {type(message).__name__}", protocol="cascade")
-        n_top = self._top_rows.size * self._passes.top_disclosed(self._pass)
-        n_top = n_top if self._expect_top else 0
-        n_range = 0 if self._expect_top else int(self._sf.size)
-        if message.count != n_top + n_range or len(message.parities) != -(-message.count // 8):
+        top_q, top_rows = self._ask_top
+        n_top = int(top_rows.size * self._td[top_q]) if top_q >= 0 else 0
+        n_search = sum(level.shape[1] for level in self._ask_levels)
+        small_f, small_q = self._ask_small
+        expected = n_top + n_search + small_f.size
+        if message.count != expected or len(message.parities) != -(-expected // 8):
             raise ProtocolError(f"reply holds {message.count} parities", protocol="cascade")
-        parities = np.unpackbits(np.frombuffer(message.parities, dtype=np.uint8))[: message.count]
-        if self._expect_top:
-            self._store_top(parities[:n_top])
-            self._expect_top = False
-        elif self._sf.size:
-            self._bisect(parities[n_top:])
-        return [self._advance()]
+        parities = np.unpackbits(np.frombuffer(message.parities, dtype=np.uint8))[:expected]
+        if n_top:
+            self._store_tops(top_q, top_rows, parities[:n_top].reshape(top_rows.size, -1))
+        at = n_top
+        for depth, (f, q, s, mid, e) in enumerate(self._ask_levels):
+            left = parities[at : at + f.size]
+            at += f.size
+            parent = self._sa if depth == 0 else self._tree[self._node(q, f, s, e)] - 1
+            self._tree[self._node(q, f, s, mid)] = left + 1
+            self._tree[self._node(q, f, mid, e)] = (left ^ parent) + 1
+        if small_f.size:
+            vals = parities[n_top + n_search :]
+            for qq in np.unique(small_q).tolist():
+                sel = small_q == qq
+                self._store_tops(int(qq), small_f[sel], vals[sel][:, None])
+        self._settle()
+        return [self._next_message()]
 
-    def _begin_pass(self) -> LinkMessage:
-        self._pass += 1
-        q = self._pass
-        passes = self._passes
-        nb = passes.nblocks(q)
-        self._alice_par.append(np.zeros((self.frames, nb), dtype=np.uint8))
-        self._known.append(np.zeros((self.frames, nb), dtype=bool))
-        self._bob_par.append(passes.top_parities(self._bits, q))
-        if passes.spec(q).first_block_only:
-            rows = np.flatnonzero(self._clean < BICONF_CLEAN_ROUNDS).astype(_I64)
-        else:
-            rows = np.arange(self.frames, dtype=_I64)
-        self._top_rows = rows
-        self._flipped_in_pass[:] = False
-        self._expect_top = True
-        np.add.at(self.disclosed_bits, rows, passes.top_disclosed(q))
-        self._step += 1
-        top_frames = b"" if rows.size == self.frames else rows.astype("<u4").tobytes()
-        return CascadeQuery(
-            block_id=self.params.block_id, step=self._step, top_pass=q, top_frames=top_frames
-        )
+    # -- advancing without round trips -----------------------------------------------
 
-    def _store_top(self, parities: NDArray[np.uint8]) -> None:
-        q = self._pass
-        rows = self._top_rows
-        if self._passes.spec(q).first_block_only:
-            self._alice_par[q][rows, 0] = parities
-            self._known[q][rows, 0] = True
-            return
-        par = self._alice_par[q]
-        if q == 0:
-            par[rows] = parities.reshape(rows.size, -1)
-            self._frame_parity = (par.sum(axis=1) & 1).astype(np.uint8)
-        else:
-            sent = parities.reshape(rows.size, -1)
-            par[rows, : sent.shape[1]] = sent
-            par[rows, -1] = self._frame_parity[rows] ^ (sent.sum(axis=1) & 1).astype(np.uint8)
-        self._known[q][rows] = True
-
-    # -- binary searches -------------------------------------------------------
-
-    def _keys(
-        self, f: NDArray[np.int64], q: NDArray[np.int64], s: NDArray[np.int64], e: NDArray[np.int64]
-    ) -> NDArray[np.int64]:
-        # pass-major, then frame, start, stop: a wave's keys come out in a few sorted
-        # runs (searches are opened in (pass, frame, block) order), cheap to merge
-        n1 = self.frame_bits + 1
-        return ((q * self.frames + f) * n1 + s) * n1 + e
-
-    def _lookup(self, keys: NDArray[np.int64]) -> tuple[NDArray[np.bool_], NDArray[np.uint8]]:
-        """Known Alice parities for ``keys``: (hit, value). Two sorted levels (a big one
-        and a recent one merged into it now and then) keep insertion cheap."""
-        hit = np.zeros(keys.size, dtype=bool)
-        val = np.zeros(keys.size, dtype=np.uint8)
-        for ck, cv in (
-            (self._cache_keys, self._cache_vals),
-            (self._recent_keys, self._recent_vals),
-        ):
-            if ck.size:
-                idx = np.minimum(np.searchsorted(ck, keys), ck.size - 1)
-                found = ck[idx] == keys
-                hit |= found
-                val[found] = cv[idx[found]]
-        return hit, val
-
-    def _remember(self, keys: NDArray[np.int64], vals: NDArray[np.uint8]) -> None:
-        """Add a wave's learned parities to the cache."""
-        order = np.argsort(keys, kind="stable")  # timsort: merges the sorted runs
-        keys, vals = keys[order], vals[order]
-        hit, _ = self._lookup(keys)
-        keys, vals = keys[~hit], vals[~hit]
-        at = np.searchsorted(self._recent_keys, keys)
-        self._recent_keys = np.insert(self._recent_keys, at, keys)
-        self._recent_vals = np.insert(self._recent_vals, at, vals)
-        if self._recent_keys.size > max(4096, self._cache_keys.size // 4):
-            merged = np.concatenate([self._cache_keys, self._recent_keys])
-            order = np.argsort(merged, kind="stable")
-            self._cache_keys = merged[order]
-            self._cache_vals = np.concatenate([self._cache_vals, self._recent_vals])[order]
-            self._recent_keys = np.zeros(0, dtype=_I64)
-            self._recent_vals = np.zeros(0, dtype=np.uint8)
-
-    def _bisect(self, alice_left: NDArray[np.uint8], sel: NDArray[np.intp] | None = None) -> None:
-        """Advance active searches (all, or those at ``sel``) by one halving, given
-        Alice's parities of their left halves."""
-        f, q, s, e, a = self._sf, self._sq, self._ss, self._se, self._sa
-        if sel is not None:
-            f, q, s, e, a = f[sel], q[sel], s[sel], e[sel], a[sel]
-        mid = (s + e) // 2
-        bob_left = self._passes.range_parities(self._bits, f, q, s, mid)
-        alice_right = a ^ alice_left
-        self._wave_keys += [self._keys(f, q, s, mid), self._keys(f, q, mid, e)]
-        self._wave_vals += [alice_left, alice_right]
-        go_left = bob_left != alice_left
-        new_s = np.where(go_left, s, mid)
-        new_e = np.where(go_left, mid, e)
-        new_a = np.where(go_left, alice_left, alice_right).astype(np.uint8)
-        if sel is None:
-            self._ss, self._se, self._sa = new_s, new_e, new_a
-        else:
-            self._ss[sel], self._se[sel], self._sa[sel] = new_s, new_e, new_a
-
-    def _advance(self) -> LinkMessage:
-        """Next query: a bisection step, a new wave, the next pass, or done."""
+    def _settle(self) -> None:
+        """Advance everything Bob can without asking Alice anything."""
         while True:
-            while self._sf.size:
-                active = (self._se - self._ss) >= 2
-                if not active.any():
-                    self._apply_flips()
-                    break
-                message = self._range_query(active)
-                if message is not None:
-                    return message
-            self._open_wave()
-            if self._sf.size:
+            self._descend()
+            if self._found and self._apply_flips():
                 continue
-            self._end_pass()
-            if self._pass + 1 < self._passes.max_passes and self._wants_more():
-                return self._begin_pass()
+            if self._cand and self._open():
+                continue
+            if not self._advance_frames():
+                return
+
+    def _descend(self) -> None:
+        """Bisect active searches through every level whose parity Bob knows."""
+        while self._sf.size:
+            f, q, s, e = self._sf, self._sq, self._ss, self._se
+            mid = (s + e) >> 1
+            vals = self._tree[self._node(q, f, s, mid)]
+            known = vals != 0
+            if not known.any():
+                return
+            sel = np.flatnonzero(known)
+            fs, qs, ss, ms, es = f[sel], q[sel], s[sel], mid[sel], e[sel]
+            alice_left = vals[sel] - 1
+            bob_left = self._passes.range_parities(self._bits, fs, qs, ss, ms)
+            go_left = bob_left != alice_left
+            s[sel] = np.where(go_left, ss, ms)
+            e[sel] = np.where(go_left, ms, es)
+            self._sa[sel] = np.where(go_left, alice_left, self._sa[sel] ^ alice_left)
+            self._take_found()
+
+    def _take_found(self) -> None:
+        """Move searches down to one position into ``_found``."""
+        end = (self._se - self._ss) == 1
+        if end.any():
+            self._found.append(
+                np.stack([self._sf[end], self._sq[end], self._ss[end], self._sg[end]])
+            )
+            self._keep(~end)
+
+    def _keep(self, keep: NDArray[np.bool_]) -> None:
+        self._sf, self._sq, self._ss = self._sf[keep], self._sq[keep], self._ss[keep]
+        self._se, self._sg, self._sa = self._se[keep], self._sg[keep], self._sa[keep]
+
+    def _apply_flips(self) -> bool:
+        """Flip the found bits of frames whose searches all ended (a wave per frame),
+        toggle their blocks in every pass, cancel broken searches."""
+        found = np.concatenate(self._found, axis=1)
+        if WAVES:
+            busy = np.zeros(self.frames, dtype=bool)
+            busy[self._sf] = True
+            hold = busy[found[0]]
+            if hold.all():
+                self._found = [found]
+                return False
+            self._found = [found[:, hold]] if hold.any() else []
+            found = found[:, ~hold]
+        else:
+            self._found = []
+        f, q, s, g = found
+        self._busy[g] = False
+        self._cand.append(g)
+        frames, n, m = self.frames, self.frame_bits, self._made
+        flat = np.unique(f * n + self._passes.perm_cat(m - 1)[q * n + s])
+        self._bits.reshape(-1)[flat] ^= 1
+        self.flips += int(flat.size)
+        ff, ii = np.divmod(flat, n)
+        self._flipped[ff] = True
+        p = np.arange(m, dtype=_I64)[:, None]
+        pos = self._passes.inv_cat(m - 1)[p * n + ii]  # (passes, flips)
+        gids = (self._boff[:m, None] + ff * self._nb[:m, None] + pos // self._k[:m, None]).ravel()
+        np.bitwise_xor.at(self._bob, gids, 1)
+        self._cand.append(gids)
+        if self._sf.size:
+            # a search whose interval holds an odd number of the flips is no longer odd
+            keys = np.sort(((p * frames + ff) * n + pos).ravel())
+            lo = (self._sq * frames + self._sf) * n + self._ss
+            hi = lo + (self._se - self._ss)
+            broken = ((np.searchsorted(keys, hi) - np.searchsorted(keys, lo)) & 1).astype(bool)
+            if broken.any():
+                self._busy[self._sg[broken]] = False
+                self._cand.append(self._sg[broken])
+                self._keep(~broken)
+        return True
+
+    def _open(self) -> bool:
+        """Start searches in differing, known, idle blocks of the frames' passes so far."""
+        c = np.concatenate(self._cand)
+        self._cand = []
+        c = np.unique(c[self._known[c] & (self._alice[c] != self._bob[c]) & ~self._busy[c]])
+        if c.size == 0:
+            return False
+        q = np.searchsorted(self._boff, c, side="right") - 1
+        f, b = np.divmod(c - self._boff[q], self._nb[q])
+        ok = q <= self._cur[f]
+        if not ok.all():
+            c, q, f, b = c[ok], q[ok], f[ok], b[ok]
+            if c.size == 0:
+                return False
+        k = self._k[q]
+        s = b * k
+        self._busy[c] = True
+        self._sf = np.concatenate([self._sf, f])
+        self._sq = np.concatenate([self._sq, q])
+        self._ss = np.concatenate([self._ss, s])
+        self._se = np.concatenate([self._se, np.minimum(s + k, self.frame_bits)])
+        self._sg = np.concatenate([self._sg, c])
+        self._sa = np.concatenate([self._sa, self._alice[c]])
+        self._take_found()
+        return True
+
+    def _advance_frames(self) -> bool:
+        """Move frames with nothing left to do in their pass on (or finish them)."""
+        idle = ~self._done & ~self._waiting
+        if self._sf.size:
+            idle[self._sf] = False
+        rows = np.flatnonzero(idle)
+        if rows.size == 0:
+            return False
+        cur = self._cur[rows]
+        if self._passes.biconf:
+            left = rows[cur >= self._fixed]  # leaving a BICONF round
+            self._clean[left] = np.where(self._flipped[left], 0, self._clean[left] + 1)
+        nxt = cur + 1
+        more = nxt < self._fixed
+        if self._passes.biconf:
+            more |= (nxt < self._passes.max_passes) & (self._clean[rows] < BICONF_CLEAN_ROUNDS)
+        self._done[rows[~more]] = True
+        rows, nxt = rows[more], nxt[more]
+        self._cur[rows] = nxt
+        self._flipped[rows] = False
+        for qq in np.unique(nxt).tolist():
+            sel = rows[nxt == qq]
+            self._make_passes(qq + 1)
+            if self._td[qq] == 0:
+                self._store_tops(qq, sel, np.zeros((sel.size, 0), dtype=np.uint8))
+                continue
+            known = self._known[self._boff[qq] + sel * self._nb[qq]]
+            ready = sel[known]
+            if ready.size:
+                nb = int(self._nb[qq])
+                gids = self._boff[qq] + ready[:, None] * nb + np.arange(nb, dtype=_I64)
+                self._cand.append(gids.reshape(-1))
+            self._waiting[sel[~known]] = True
+        return True
+
+    # -- asking ------------------------------------------------------------------------
+
+    def _next_message(self) -> LinkMessage:
+        frames = self.frames
+        if self._done.all():
             self.done = True
             return CascadeDone(
                 block_id=self.params.block_id, disclosed_bits=int(self.disclosed_bits.sum())
             )
-
-    def _range_query(self, active: NDArray[np.bool_]) -> LinkMessage | None:
-        """Ask for the left halves Bob does not know yet (None: all were known)."""
-        # Finished searches (interval of length 1) wait in _found until the wave ends.
-        done = ~active
-        if done.any():
-            self._found.append((self._sf[done], self._sq[done], self._ss[done]))
-            self._sf, self._sq = self._sf[active], self._sq[active]
-            self._ss, self._se, self._sa = self._ss[active], self._se[active], self._sa[active]
-        f, q, s, e = self._sf, self._sq, self._ss, self._se
-        mid = (s + e) // 2
-        hit, cached = self._lookup(self._keys(f, q, s, mid))
-        if hit.any():
-            # fast-forward through levels whose parity Bob already knows (no round trip)
-            sel = np.flatnonzero(hit)
-            self._bisect(cached[sel], sel)
-            return None
-        self.disclosed_bits += np.bincount(f, minlength=self.frames)
+        empty = np.zeros(0, dtype=_I64)
+        top_q, top_rows = -1, empty
+        small_f, small_q = empty, empty
+        need = np.flatnonzero(self._waiting)
+        need = need[~self._asked[self._cur[need], need]]
+        if need.size:
+            q = self._cur[need]
+            small = self._td[q] == 1
+            if small.any():
+                small_f, small_q = self._small_tops(need[small], q[small])
+            if not small.all():
+                top_q = int(q[~small].min())
+                top_rows = need[q == top_q]
+                self._asked[top_q, top_rows] = True
+                self.disclosed_bits[top_rows] += self._td[top_q]
+        self._ask_levels = self._search_levels()
+        if self._ask_levels:
+            f, q, s, mid, _ = np.concatenate(self._ask_levels, axis=1)
+        else:
+            f, q, s, mid = empty, empty, empty, empty
+        self._ask_top = (top_q, top_rows)
+        self._ask_small = (small_f, small_q)
+        if small_f.size:
+            small_s = np.zeros(small_f.size, dtype=_I64)
+            small_e = np.minimum(self._k[small_q], self.frame_bits)
+            f = np.concatenate([f, small_f])
+            q = np.concatenate([q, small_q])
+            s = np.concatenate([s, small_s])
+            mid = np.concatenate([mid, small_e])
+        if f.size:
+            self.disclosed_bits += np.bincount(f, minlength=frames)
         self._step += 1
+        all_rows = top_rows.size == frames
         return CascadeQuery(
             block_id=self.params.block_id,
             step=self._step,
+            top_pass=top_q,
+            top_frames=b"" if all_rows else top_rows.astype("<u4").tobytes(),
             frames=f.astype("<u4").tobytes(),
             passes=q.astype("u1").tobytes(),
             starts=s.astype("<u4").tobytes(),
             stops=mid.astype("<u4").tobytes(),
         )
 
-    def _apply_flips(self) -> None:
-        self._found.append((self._sf, self._sq, self._ss))
-        f = np.concatenate([x[0] for x in self._found])
-        q = np.concatenate([x[1] for x in self._found])
-        s = np.concatenate([x[2] for x in self._found])
-        self._found = []
-        empty = np.zeros(0, dtype=_I64)
-        self._sf, self._sq, self._ss, self._se = empty, empty, empty, empty
-        self._sa = np.zeros(0, dtype=np.uint8)
-        if self._wave_keys:
-            self._remember(np.concatenate(self._wave_keys), np.concatenate(self._wave_vals))
-            self._wave_keys, self._wave_vals = [], []
+    def _search_levels(self) -> list[NDArray[np.int64]]:
+        """The left halves to ask for: one level of every active search, more levels
+        (every node's left half) when few searches are left, to save round trips."""
+        f, q, s, e = self._sf, self._sq, self._ss, self._se
         if f.size == 0:
-            return
-        orig = self._passes.perm_cat(self._pass)[q * self.frame_bits + s]
-        flat = np.unique(f * self.frame_bits + orig)
-        ff, ii = np.divmod(flat, self.frame_bits)
-        self._bits.reshape(-1)[flat] ^= 1
-        self.flips += int(flat.size)
-        self._flipped_in_pass[ff] = True
-        for p in range(self._pass + 1):
-            blocks = self._passes.inv(p)[ii] // self._passes.spec(p).block_bits
-            np.bitwise_xor.at(self._bob_par[p], (ff, blocks), 1)
+            return []
+        depth = LOOK_DEPTH if f.size <= LOOK_MAX else 1
+        levels = []
+        for i in range(depth):
+            if i:
+                long = (e - s) >= 2
+                if not long.all():
+                    f, q, s, e = f[long], q[long], s[long], e[long]
+                if f.size == 0:
+                    break
+            mid = (s + e) >> 1
+            levels.append(np.stack([f, q, s, mid, e]))
+            f, q = np.concatenate([f, f]), np.concatenate([q, q])
+            s, e = np.concatenate([s, mid]), np.concatenate([mid, e])
+        return levels
 
-    def _open_wave(self) -> None:
-        fs, qs, ss, es, as_ = [], [], [], [], []
-        n = self.frame_bits
-        for p in range(self._pass + 1):
-            ff, bb = np.nonzero((self._bob_par[p] != self._alice_par[p]) & self._known[p])
-            if ff.size == 0:
-                continue
-            k = self._passes.spec(p).block_bits
-            fs.append(ff.astype(_I64))
-            qs.append(np.full(ff.size, p, dtype=_I64))
-            ss.append(bb.astype(_I64) * k)
-            es.append(np.minimum(bb.astype(_I64) * k + k, n))
-            as_.append(self._alice_par[p][ff, bb])
-        self._found = []
-        if fs:
-            self._sf, self._sq = np.concatenate(fs), np.concatenate(qs)
-            self._ss, self._se = np.concatenate(ss), np.concatenate(es)
-            self._sa = np.concatenate(as_).astype(np.uint8)
-
-    def _end_pass(self) -> None:
-        if self._passes.spec(self._pass).first_block_only:
-            rows = self._top_rows
-            clean = ~self._flipped_in_pass[rows]
-            self._clean[rows] = np.where(clean, self._clean[rows] + 1, 0)
-
-    def _wants_more(self) -> bool:
-        if self._pass + 1 < len(self._passes.specs):
-            return True
-        return self._passes.biconf and bool((self._clean < BICONF_CLEAN_ROUNDS).any())
+    def _small_tops(
+        self, rows: NDArray[np.int64], q: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(frame, pass) of one-parity top levels to ask for: the frames' current pass,
+        and of the fixed passes every later one (disclosed in any case, so ask now)."""
+        later = [p for p in range(self._fixed) if self._td[p] == 1]
+        if later:
+            cand = np.array(later, dtype=_I64)
+            want = (cand[None, :] >= q[:, None]) & ~self._asked[cand][:, rows].T
+            fi, pi = np.nonzero(want)
+            f_out, q_out = rows[fi], cand[pi]
+        else:
+            f_out, q_out = rows[:0], q[:0]
+        beyond = q >= self._fixed
+        f_out = np.concatenate([f_out, rows[beyond]])
+        q_out = np.concatenate([q_out, q[beyond]])
+        self._asked[q_out, f_out] = True
+        return f_out, q_out

@@ -53,3 +53,15 @@ def test_punctured_and_shortened_symbols() -> None:
     result = dec.decode(llr, code.syndrome(x))
     assert result.ok.all()
     assert np.array_equal(result.bits, x)
+
+
+def test_erased_input_stays_finite() -> None:
+    """All-zero LLRs (every symbol punctured) give no overflow/NaN, just failures."""
+    code = build_code(0.5, 2_000)
+    rng = np.random.default_rng(6)
+    syndrome = rng.integers(0, 2, (3, code.m), dtype=np.uint8)
+    result = BpDecoder(code, max_iterations=5).decode(
+        np.zeros((3, code.n), dtype=np.float32), syndrome
+    )
+    assert not result.ok.any()
+    assert set(np.unique(result.bits)) <= {0, 1}

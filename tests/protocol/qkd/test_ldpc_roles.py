@@ -150,3 +150,38 @@ def test_identical_keys_or_detected_failure(qber: float) -> None:
         assert np.array_equal(alice.disclosed_bits, bob.disclosed_bits)
         f = bob.disclosed_bits.mean() / (9_000 * binary_entropy(qber))
         assert 1.0 < f < 2.5
+
+
+def _gf2_rank(matrix: np.ndarray) -> int:
+    a = matrix.astype(bool).copy()
+    rank = 0
+    for col in range(a.shape[1]):
+        rows = np.flatnonzero(a[rank:, col]) + rank
+        if rows.size == 0:
+            continue
+        a[[rank, rows[0]]] = a[[rows[0], rank]]
+        below = np.flatnonzero(a[:, col])
+        below = below[below != rank]
+        a[below] ^= a[rank]
+        rank += 1
+        if rank == a.shape[0]:
+            break
+    return rank
+
+
+@pytest.mark.parametrize("mother_rate", [0.9, 0.6])
+def test_punctured_columns_are_independent_so_leakage_is_m_minus_p(mother_rate: float) -> None:
+    """The syndrome leaks m - p bits only if the punctured columns have full rank."""
+    from groundkey_protocol.qkd.ldpc.codes import get_code
+    from groundkey_protocol.qkd.ldpc.rate import RatePlan, plan_positions
+
+    code = get_code(mother_rate, 2_000)
+    p = code.m // 2  # the most puncturing a plan ever uses
+    plan = RatePlan(mother_rate, code.n, code.m, code.n - p, p, 0)
+    pos = plan_positions(code, plan, seed=3)
+    checks, variables = code.edges
+    h = np.zeros((code.m, code.n), dtype=np.uint8)
+    h[checks, variables] = 1
+    assert _gf2_rank(h[:, pos.punctured]) == p
+    # and at most one punctured symbol per check ("untainted")
+    assert h[:, pos.punctured].sum(axis=1).max() <= 1

@@ -19,9 +19,9 @@ Layout of the base graph (IRA style, as DVB-S2 and 5G NR):
   which is what makes puncturing them leak nothing (see :mod:`.rate`).
 
 Circulant shifts are drawn at random among those closing the fewest lifted 4-cycles
-(none, once ``Z`` is large enough for the row density; rate-0.9 codes at
-``Z = 50`` keep a few). Nothing here needs an encoder: reconciliation only ever
-computes syndromes.
+(none, once ``Z`` is large enough for the row density; codes of rate >= 0.8 at
+``Z = 50``, i.e. 10^4-bit codewords, keep a few). Nothing here needs an encoder:
+reconciliation only ever computes syndromes.
 """
 
 from __future__ import annotations

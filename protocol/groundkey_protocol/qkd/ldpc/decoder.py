@@ -1,12 +1,14 @@
-"""Syndrome belief-propagation decoder (normalized min-sum), vectorized over frames.
+"""Syndrome belief propagation (layered sum-product, log domain), vectorized over frames.
 
-Messages live in ``(edges, frames)`` float32 arrays: the frame axis is innermost, so
-the edge permutations between check order and variable order move contiguous rows
-and the per-node reductions run over a middle axis of length ``degree``. Checks of a
-QC code come in block rows of equal degree and variables in block columns of equal
-degree, so every check (variable) update is a handful of numpy calls per distinct
-degree, never a Python loop over nodes or bits. A frame leaves the batch as soon as
-its hard decision satisfies the target syndrome.
+Running posteriors live in a ``(block column, Z, frames)`` float32 array, so the
+``Z`` variables a circulant of shift ``s`` connects to a layer are two contiguous
+slices (``[s:]`` then ``[:s]``): no gathers by index. One layer (block row) holds its
+check-to-variable messages as ``(degree, Z, frames)``; the check update is Gallager's
+``φ(x) = -ln tanh(x/2)`` rule (sum of φ over the row minus one's own, φ again), with
+signs handled as float32 sign bits (XOR of the row's sign bits and the syndrome
+bit), so every step is a handful of numpy calls per layer over all ``Z`` checks and
+all frames, never a Python loop over nodes or bits. A frame leaves the batch as soon
+as its hard decision meets the target syndrome.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ __all__ = ["BpDecoder", "DecodeResult", "bsc_llr"]
 
 FloatArray = npt.NDArray[np.float32]
 BitArray = npt.NDArray[np.uint8]
-IntArray = npt.NDArray[np.int64]
 
 
 def bsc_llr(qber: float) -> float:
@@ -43,15 +44,7 @@ class DecodeResult:
         return f"DecodeResult(frames={self.ok.size}, ok={int(self.ok.sum())})"
 
 
-@dataclass(frozen=True, slots=True)
-class _Group:
-    start: int  # first edge (in the respective edge order)
-    count: int  # nodes in the group
-    degree: int
-
-    @property
-    def stop(self) -> int:
-        return self.start + self.count * self.degree
+_SIGN_BIT = np.uint32(0x8000_0000)
 
 
 def _phi(x: FloatArray, out: FloatArray) -> FloatArray:
@@ -130,6 +123,8 @@ class BpDecoder:
         # running posteriors (block column, z, frame): a circulant is two slices
         total = np.ascontiguousarray(llr.T).reshape(code.nb, z, frames)
         synd = np.ascontiguousarray(syndrome.T).astype(bool)  # (m, frames)
+        # the same as float32 sign bits, to fold into message signs with integer ops
+        synd_sign = synd.astype(np.uint32) << np.uint32(31)
         c2v = [np.zeros((len(b), z, frames), dtype=np.float32) for b, _ in self._layers]
         active = np.arange(frames)
         bits = np.zeros((frames, code.n), dtype=np.uint8)
@@ -137,6 +132,7 @@ class BpDecoder:
         iterations = np.full(frames, self.max_iterations, dtype=np.int32)
         tiny = np.float32(1e-7)
         big = np.float32(40.0)
+        huge = np.float32(80.0)  # expm1 stays finite in float32
         for it in range(self.max_iterations + 1):
             bad = self._unsatisfied(total, synd)
             finished = ~bad if it < self.max_iterations else np.ones_like(bad)
@@ -151,6 +147,7 @@ class BpDecoder:
                 active = active[keep]
                 total = np.ascontiguousarray(total[:, :, keep])
                 synd = np.ascontiguousarray(synd[:, keep])
+                synd_sign = np.ascontiguousarray(synd_sign[:, keep])
                 c2v = [np.ascontiguousarray(c[:, :, keep]) for c in c2v]
             for (blocks, rows), msg in zip(self._layers, c2v, strict=True):
                 v2c = np.empty_like(msg)
@@ -158,16 +155,21 @@ class BpDecoder:
                     v2c[k, : z - s] = total[j, s:]
                     v2c[k, z - s :] = total[j, :s]
                 v2c -= msg
-                neg = v2c < 0
+                # sign of each outgoing message: XOR of the other inputs' sign bits
+                # and the syndrome bit = (XOR of all) ^ (own), on the float32 bits
+                sign = np.bitwise_and(v2c.view(np.uint32), _SIGN_BIT)
+                parity = np.bitwise_xor.reduce(sign, axis=0)
+                parity ^= synd_sign[rows]
+                np.bitwise_xor(sign, parity, out=sign)
                 mag = np.abs(v2c)
                 np.clip(mag, tiny, big, out=mag)
                 phi = _phi(mag, mag)
                 acc = phi.sum(axis=0)
                 np.subtract(acc, phi, out=msg)
-                np.maximum(msg, tiny, out=msg)
+                np.clip(msg, tiny, huge, out=msg)
                 _phi(msg, msg)
-                flip = np.logical_xor.reduce(neg, axis=0) ^ synd[rows]
-                np.negative(msg, out=msg, where=neg ^ flip)
+                msg_bits = msg.view(np.uint32)
+                np.bitwise_or(msg_bits, sign, out=msg_bits)
                 v2c += msg
                 for k, (j, s) in enumerate(blocks):
                     total[j, s:] = v2c[k, : z - s]

@@ -10,10 +10,11 @@ estimated QBER ``Q`` and target efficiency ``f``.
 
 Leakage: Alice sends the ``m`` syndrome bits of (key, punctured, shortened). The
 punctured bits are uniform and independent of the key and their columns of ``H``
-are linearly independent (a proper subset of the degree-2 parity cycle), so the
-syndrome reveals ``m - p`` bits about the key; revealing a punctured value later
-costs one bit. Punctured symbols are taken from the even parity block columns
-first, so every check has at most one punctured neighbour ("untainted").
+are linearly independent (degree-2 parity columns of even block index, which hold
+no whole cycle of the degree-2 subgraph), so the syndrome reveals ``m - p`` bits
+about the key; revealing a punctured value later costs one bit. With ``p <= m/2``
+every check has at most one punctured neighbour ("untainted" puncturing; with an
+odd number of block rows, block row 0 may have two).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from groundkey_protocol.qkd.ldpc.construction import BASE_COLUMNS, QcLdpcCode
 
 __all__ = [
     "DELTA",
+    "Positions",
     "RatePlan",
     "binary_entropy",
     "code_length",
@@ -48,13 +50,13 @@ IntArray = npt.NDArray[np.int64]
 # project's codes for a first-message frame error rate of about 10^-2 or lower
 # (measured: tests/protocol/qkd/test_ldpc_acceptance.py; `groundkey bench reconcile`).
 _EFFICIENCY_TABLE: tuple[tuple[float, float, float], ...] = (
-    (0.005, 1.6, 1.45),
-    (0.01, 1.45, 1.32),
-    (0.02, 1.4, 1.3),
-    (0.03, 1.32, 1.28),
-    (0.05, 1.25, 1.25),
-    (0.08, 1.15, 1.15),
-    (0.11, 1.13, 1.13),
+    (0.005, 1.7, 1.45),
+    (0.01, 1.48, 1.32),
+    (0.02, 1.4, 1.27),
+    (0.03, 1.32, 1.22),
+    (0.05, 1.25, 1.17),
+    (0.08, 1.17, 1.12),
+    (0.11, 1.15, 1.1),
 )
 _TABLE_FRAME_BITS = (9_000, 45_000)
 

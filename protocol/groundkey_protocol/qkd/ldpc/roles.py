@@ -8,12 +8,14 @@ belief propagation with LLR ``±ln((1-Q)/Q)`` on his bits, 0 on punctured and
 +∞ on shortened symbols. Frames whose syndrome is not met are known to Bob
 (:attr:`LdpcBob.frame_ok`); verification discards them either way.
 
-``ldpc-blind``: the first message starts with as much puncturing as the rate
-allows; Bob answers ``"done"`` or a ``"reveal-request"`` naming the failed frames
-and a count ``t``; Alice reveals, for those frames, the first ``t`` symbols of a
-public order (punctured symbols first, which then count as shortened, then key
-bits) so the rate drops to a safe efficiency; Bob decodes those frames again.
-At most three messages per batch, hence per frame.
+``ldpc-blind``: the same first message; Bob answers ``"done"`` or a
+``"reveal-request"`` naming the frames he could not decode and a count ``t``;
+Alice reveals, for those frames, the first ``t`` symbols of a public order (the
+punctured symbols, which then count as shortened, then key bits in a seeded
+order) so that what stays unknown decodes at ``BLIND_SAFE_EFFICIENCY_GAIN`` times
+the target efficiency; Bob decodes those frames again. At most three messages per
+batch, hence per frame. Frames that meet the syndrome with a wrong codeword (the
+codes' error floor) are invisible to Bob; verification catches them.
 
 Leakage per frame (both roles count the same): ``m - p`` for the syndrome
 (see :mod:`.rate`), plus one bit per revealed symbol.
@@ -50,7 +52,9 @@ __all__ = [
 ]
 
 #: Blind mode aims its first message at this fraction of the plain target
-#: efficiency (more frames fail, but the reveal round rescues them cheaply).
+#: efficiency. 1.0: measured, a more aggressive first message costs more in the
+#: reveal round than it saves (a revealed key bit is worth far less than a
+#: syndrome bit), so the blind round is a cheap rescue of the ~1 % failed frames.
 BLIND_FIRST_FACTOR = 1.0
 #: In the blind round, Bob asks for enough symbols that the efficiency of what
 #: remains unknown is this factor times the plain target.
@@ -141,7 +145,11 @@ class LdpcAlice(ReconcileAlice):
         ]
 
     def _receive(self, message: LinkMessage) -> list[LinkMessage]:
-        if not isinstance(message, ReconcileData) or message.step != 1:
+        if (
+            not isinstance(message, ReconcileData)
+            or message.step != 1
+            or message.method != self.params.method
+        ):
             raise ProtocolError(f"alice: unexpected {message!r}", protocol="ldpc")
         if message.kind == "done":
             self.done = True
