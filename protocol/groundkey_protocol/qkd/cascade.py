@@ -58,9 +58,8 @@ BICONF_CLEAN_ROUNDS = 10
 BICONF_MAX_ROUNDS = 64
 _MASK_BLOCKS = 8  # passes with at most this many blocks use packed masks for top parities
 _I64 = np.int64
-WAVES = True
-LOOK_DEPTH = 2
-LOOK_MAX = 64
+_LOOK_MAX = 16  # at most this many active searches: ask two levels at once
+_LOOK_DEPTH = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,14 +389,22 @@ class CascadeAlice(ReconcileAlice):
         return [reply]
 
 
+# rows of Bob's search table: frame, pass, [start, stop) in pass order, block id,
+# tree base of (pass, frame), permutation base q·n, bit base f·n
+_F, _Q, _S, _E, _G, _KB, _PB, _FB = range(8)
+
+
 class CascadeBob(ReconcileBob):
     """Drives Cascade: asks for parities, bisects differing blocks, flips his bits.
 
-    Blocks of all passes live in flat tables (pass ``q``'s block ``b`` of frame
-    ``f`` at ``_boff[q] + f·nblocks(q) + b``): Alice's parity, whether it is known,
-    Bob's parity (kept current on every flip) and whether a search runs in it.
-    Every Alice parity learned below the top level goes into ``_tree``, indexed by
-    (pass, frame) and the node's midpoint (inner nodes) or ``n + start`` (leaves).
+    Each frame runs its searches in waves: all its differing blocks are bisected
+    at once and the bits found are flipped when the frame's last search of the
+    wave ends (so every search ends on a true error); frames do not wait for each
+    other. Blocks of all passes live in flat tables (pass ``q``'s block ``b`` of
+    frame ``f`` at ``_boff[q] + f·nblocks(q) + b``): Alice's parity, whether it is
+    known, Bob's parity (kept current on every flip) and whether a search runs in
+    it. Every Alice parity learned below the top level goes into ``_tree``, indexed
+    by (pass, frame) and the node's midpoint (inner nodes) or ``n + start`` (leaves).
     """
 
     def __init__(self, bits: NDArray[np.uint8], params: ReconcileParams) -> None:
@@ -405,6 +412,7 @@ class CascadeBob(ReconcileBob):
         passes = self._passes = _Passes(params, self.frame_bits)
         frames, n = self.frames, self.frame_bits
         count = passes.max_passes
+        self._bits_flat = self._bits.reshape(-1)
         self._fixed = len(passes.specs)
         self._k = np.array([passes.spec(q).block_bits for q in range(count)], dtype=_I64)
         self._nb = -(-n // self._k)
@@ -417,6 +425,7 @@ class CascadeBob(ReconcileBob):
         self._busy = np.zeros(total, dtype=bool)
         self._made = 0  # passes whose block parities Bob keeps
         self._tree = np.zeros(0, dtype=np.uint8)  # 0 unknown, 1 + parity when known
+        self._perm_cat = self._inv_cat = np.zeros(0, dtype=_I64)
         self._make_passes(self._fixed)
         self._frame_parity = np.zeros(frames, dtype=np.uint8)
         self._cur = np.full(frames, -1, dtype=_I64)  # pass each frame is in
@@ -425,16 +434,15 @@ class CascadeBob(ReconcileBob):
         self._asked = np.zeros((count, frames), dtype=bool)  # top parities asked for
         self._clean = np.zeros(frames, dtype=_I64)  # BICONF clean-round streaks
         self._flipped = np.zeros(frames, dtype=bool)  # a flip in the frame's current pass
-        empty = np.zeros(0, dtype=_I64)
-        # active searches: frame, pass, [start, stop) in pass order, block id, Alice's parity
-        self._sf, self._sq, self._ss, self._se, self._sg = empty, empty, empty, empty, empty
-        self._sa = np.zeros(0, dtype=np.uint8)
-        self._found: list[NDArray[np.int64]] = []  # (4, m): frame, pass, position, block id
+        self._srch = np.zeros((8, 0), dtype=_I64)  # active searches (rows _F.._FB)
+        self._sa = np.zeros(0, dtype=np.uint8)  # Alice's parity of each search's interval
+        self._found = np.zeros((8, 0), dtype=_I64)  # ended searches, flips not yet applied
         self._cand: list[NDArray[np.int64]] = []  # block ids to check for opening
         self._step = 0
-        # what the outstanding query asked: top pass and rows, searches, one-range tops
+        empty = np.zeros(0, dtype=_I64)
+        # what the outstanding query asked: top pass and rows, search levels, one-range tops
         self._ask_top = (-1, empty)
-        self._ask_levels: list[NDArray[np.int64]] = []  # (5, m): frame, pass, s, mid, e
+        self._ask_levels: list[tuple[NDArray[np.int64], ...]] = []
         self._ask_small = (empty, empty)
         self.flips = 0
 
@@ -445,10 +453,9 @@ class CascadeBob(ReconcileBob):
         if upto <= self._made:
             return
         frames, n = self.frames, self.frame_bits
-        count = self._passes.max_passes
         room = self._tree.size // (2 * n * frames)
         if upto > room:
-            room = min(count, max(upto, 2 * room))
+            room = min(self._passes.max_passes, max(upto, 2 * room))
             tree = np.zeros(room * frames * 2 * n, dtype=np.uint8)
             tree[: self._tree.size] = self._tree
             self._tree = tree
@@ -456,15 +463,21 @@ class CascadeBob(ReconcileBob):
             par = self._passes.top_parities(self._bits, q)
             self._bob[self._boff[q] : self._boff[q + 1]] = par.reshape(-1)
         self._made = upto
+        self._perm_cat = self._passes.perm_cat(upto - 1)
+        self._inv_cat = self._passes.inv_cat(upto - 1)
+        rows = np.arange(upto, dtype=_I64)[:, None]
+        self._flip_cols = (
+            rows * n,
+            self._boff[:upto, None],
+            self._nb[:upto, None],
+            self._k[:upto, None],
+        )
 
     def _node(
-        self, q: NDArray[np.int64], f: NDArray[np.int64], s: NDArray[np.int64], e: NDArray[np.int64]
+        self, base: NDArray[np.int64], s: NDArray[np.int64], e: NDArray[np.int64]
     ) -> NDArray[np.int64]:
-        """Tree index of the interval ``[s, e)`` of pass ``q``, frame ``f``."""
-        n = self.frame_bits
-        local = np.where(e - s >= 2, (s + e) >> 1, s + n)
-        base = (q * self.frames + f) * (2 * n)
-        return np.asarray(base + local, dtype=_I64)
+        """Tree index of ``[s, e)``: its midpoint, or ``n + s`` for a single position."""
+        return base + ((s + e) >> 1) + self.frame_bits * ((e - s) == 1)
 
     def _store_tops(self, q: int, rows: NDArray[np.int64], sent: NDArray[np.uint8]) -> None:
         """Alice's top-level parities of pass ``q`` for ``rows`` (inferring the last block)."""
@@ -486,7 +499,7 @@ class CascadeBob(ReconcileBob):
     # -- receiving -----------------------------------------------------------------
 
     def _start(self) -> list[LinkMessage]:
-        self._settle()
+        self._settle(fresh=False)
         return [self._next_message()]
 
     def _receive(self, message: LinkMessage) -> list[LinkMessage]:
@@ -494,7 +507,7 @@ class CascadeBob(ReconcileBob):
             raise ProtocolError(f"unexpected {type(message).__name__}", protocol="cascade")
         top_q, top_rows = self._ask_top
         n_top = int(top_rows.size * self._td[top_q]) if top_q >= 0 else 0
-        n_search = sum(level.shape[1] for level in self._ask_levels)
+        n_search = sum(level[0].size for level in self._ask_levels)
         small_f, small_q = self._ask_small
         expected = n_top + n_search + small_f.size
         if message.count != expected or len(message.parities) != -(-expected // 8):
@@ -503,113 +516,141 @@ class CascadeBob(ReconcileBob):
         if n_top:
             self._store_tops(top_q, top_rows, parities[:n_top].reshape(top_rows.size, -1))
         at = n_top
-        for depth, (f, q, s, mid, e) in enumerate(self._ask_levels):
+        tree = self._tree
+        for depth, (f, _, _, _, left_node, right_node, parent_node) in enumerate(self._ask_levels):
             left = parities[at : at + f.size]
             at += f.size
-            parent = self._sa if depth == 0 else self._tree[self._node(q, f, s, e)] - 1
-            self._tree[self._node(q, f, s, mid)] = left + 1
-            self._tree[self._node(q, f, mid, e)] = (left ^ parent) + 1
+            parent = self._sa if depth == 0 else tree[parent_node] - 1
+            tree[left_node] = left + 1
+            tree[right_node] = (left ^ parent) + 1
         if small_f.size:
-            vals = parities[n_top + n_search :]
+            vals = parities[at:]
             for qq in np.unique(small_q).tolist():
                 sel = small_q == qq
                 self._store_tops(int(qq), small_f[sel], vals[sel][:, None])
-        self._settle()
+        self._settle(fresh=n_search > 0)
         return [self._next_message()]
 
     # -- advancing without round trips -----------------------------------------------
 
-    def _settle(self) -> None:
-        """Advance everything Bob can without asking Alice anything."""
+    def _settle(self, *, fresh: bool) -> None:
+        """Advance everything Bob can without asking Alice anything (``fresh``: every
+        active search's next left half has just arrived)."""
         while True:
-            self._descend()
-            if self._found and self._apply_flips():
+            self._descend(fresh)
+            fresh = False
+            if self._found.shape[1] and self._apply_flips():
                 continue
             if self._cand and self._open():
                 continue
             if not self._advance_frames():
                 return
 
-    def _descend(self) -> None:
+    def _descend(self, fresh: bool) -> None:
         """Bisect active searches through every level whose parity Bob knows."""
-        while self._sf.size:
-            f, q, s, e = self._sf, self._sq, self._ss, self._se
+        n = self.frame_bits
+        while self._srch.shape[1]:
+            srch = self._srch
+            s, e = srch[_S], srch[_E]
             mid = (s + e) >> 1
-            vals = self._tree[self._node(q, f, s, mid)]
-            known = vals != 0
-            if not known.any():
-                return
-            sel = np.flatnonzero(known)
-            fs, qs, ss, ms, es = f[sel], q[sel], s[sel], mid[sel], e[sel]
-            alice_left = vals[sel] - 1
-            bob_left = self._passes.range_parities(self._bits, fs, qs, ss, ms)
-            go_left = bob_left != alice_left
-            s[sel] = np.where(go_left, ss, ms)
-            e[sel] = np.where(go_left, ms, es)
-            self._sa[sel] = np.where(go_left, alice_left, self._sa[sel] ^ alice_left)
+            half = mid - s
+            vals = self._tree[srch[_KB] + ((s + mid) >> 1) + n * (half == 1)]
+            if fresh:
+                fresh = False
+                sel = None
+            else:
+                known = vals != 0
+                if not known.any():
+                    return
+                sel = None if known.all() else np.flatnonzero(known)
+            if sel is None:
+                alice_left = vals - 1
+                bob_left = self._parities(srch[_PB], srch[_FB], s, half)
+                go_left = bob_left != alice_left
+                new_s = np.where(go_left, s, mid)
+                srch[_E] = np.where(go_left, mid, e)
+                srch[_S] = new_s
+                self._sa = np.where(go_left, alice_left, self._sa ^ alice_left)
+            else:
+                sub = srch[:, sel]
+                ss, ms = sub[_S], mid[sel]
+                alice_left = vals[sel] - 1
+                bob_left = self._parities(sub[_PB], sub[_FB], ss, half[sel])
+                go_left = bob_left != alice_left
+                srch[_E, sel] = np.where(go_left, ms, sub[_E])
+                srch[_S, sel] = np.where(go_left, ss, ms)
+                self._sa[sel] = np.where(go_left, alice_left, self._sa[sel] ^ alice_left)
             self._take_found()
+
+    def _parities(
+        self,
+        perm_base: NDArray[np.int64],
+        bit_base: NDArray[np.int64],
+        s: NDArray[np.int64],
+        lengths: NDArray[np.int64],
+    ) -> NDArray[np.uint8]:
+        """Parity of Bob's bits at positions ``[s, s + length)`` of each range's pass order."""
+        ends = np.cumsum(lengths)
+        total = int(ends[-1])
+        firsts = ends - lengths
+        # one index ramp per segment, then one running XOR (reduceat is slow on short ones)
+        ramp = np.arange(total, dtype=_I64)
+        ramp += np.repeat(perm_base + s - firsts, lengths)
+        orig = self._perm_cat[ramp]
+        orig += np.repeat(bit_base, lengths)
+        acc = np.empty(total + 1, dtype=np.uint8)
+        acc[0] = 0
+        np.bitwise_xor.accumulate(self._bits_flat[orig], out=acc[1:])
+        return np.asarray(acc[ends] ^ acc[firsts], dtype=np.uint8)
 
     def _take_found(self) -> None:
         """Move searches down to one position into ``_found``."""
-        end = (self._se - self._ss) == 1
+        srch = self._srch
+        end = (srch[_E] - srch[_S]) == 1
         if end.any():
-            self._found.append(
-                np.stack([self._sf[end], self._sq[end], self._ss[end], self._sg[end]])
-            )
-            self._keep(~end)
-
-    def _keep(self, keep: NDArray[np.bool_]) -> None:
-        self._sf, self._sq, self._ss = self._sf[keep], self._sq[keep], self._ss[keep]
-        self._se, self._sg, self._sa = self._se[keep], self._sg[keep], self._sa[keep]
+            self._found = np.concatenate([self._found, srch[:, end]], axis=1)
+            keep = ~end
+            self._srch = srch[:, keep]
+            self._sa = self._sa[keep]
 
     def _apply_flips(self) -> bool:
-        """Flip the found bits of frames whose searches all ended (a wave per frame),
-        toggle their blocks in every pass, cancel broken searches."""
-        found = np.concatenate(self._found, axis=1)
-        if WAVES:
+        """Flip the bits found in frames whose wave ended; toggle their blocks in every pass."""
+        found = self._found
+        if self._srch.shape[1]:
             busy = np.zeros(self.frames, dtype=bool)
-            busy[self._sf] = True
-            hold = busy[found[0]]
+            busy[self._srch[_F]] = True
+            hold = busy[found[_F]]
             if hold.all():
-                self._found = [found]
                 return False
-            self._found = [found[:, hold]] if hold.any() else []
+            self._found = found[:, hold]
             found = found[:, ~hold]
         else:
-            self._found = []
-        f, q, s, g = found
-        self._busy[g] = False
-        self._cand.append(g)
-        frames, n, m = self.frames, self.frame_bits, self._made
-        flat = np.unique(f * n + self._passes.perm_cat(m - 1)[q * n + s])
-        self._bits.reshape(-1)[flat] ^= 1
+            self._found = found[:, :0]
+        self._busy[found[_G]] = False
+        self._cand.append(found[_G])
+        n = self.frame_bits
+        flat = np.unique(found[_FB] + self._perm_cat[found[_PB] + found[_S]])
+        self._bits_flat[flat] ^= 1
         self.flips += int(flat.size)
         ff, ii = np.divmod(flat, n)
         self._flipped[ff] = True
-        p = np.arange(m, dtype=_I64)[:, None]
-        pos = self._passes.inv_cat(m - 1)[p * n + ii]  # (passes, flips)
-        gids = (self._boff[:m, None] + ff * self._nb[:m, None] + pos // self._k[:m, None]).ravel()
-        np.bitwise_xor.at(self._bob, gids, 1)
+        perm_rows, boff, nb, k = self._flip_cols
+        gids = (boff + ff * nb + self._inv_cat[perm_rows + ii] // k).reshape(-1)
+        if gids.size > 4096:
+            self._bob ^= (np.bincount(gids, minlength=self._bob.size) & 1).astype(np.uint8)
+        else:
+            np.bitwise_xor.at(self._bob, gids, 1)
         self._cand.append(gids)
-        if self._sf.size:
-            # a search whose interval holds an odd number of the flips is no longer odd
-            keys = np.sort(((p * frames + ff) * n + pos).ravel())
-            lo = (self._sq * frames + self._sf) * n + self._ss
-            hi = lo + (self._se - self._ss)
-            broken = ((np.searchsorted(keys, hi) - np.searchsorted(keys, lo)) & 1).astype(bool)
-            if broken.any():
-                self._busy[self._sg[broken]] = False
-                self._cand.append(self._sg[broken])
-                self._keep(~broken)
         return True
 
     def _open(self) -> bool:
         """Start searches in differing, known, idle blocks of the frames' passes so far."""
-        c = np.concatenate(self._cand)
+        c = np.concatenate(self._cand) if len(self._cand) > 1 else self._cand[0]
         self._cand = []
-        c = np.unique(c[self._known[c] & (self._alice[c] != self._bob[c]) & ~self._busy[c]])
+        c = c[self._known[c] & (self._alice[c] != self._bob[c]) & ~self._busy[c]]
         if c.size == 0:
             return False
+        c = np.unique(c)
         q = np.searchsorted(self._boff, c, side="right") - 1
         f, b = np.divmod(c - self._boff[q], self._nb[q])
         ok = q <= self._cur[f]
@@ -617,23 +658,23 @@ class CascadeBob(ReconcileBob):
             c, q, f, b = c[ok], q[ok], f[ok], b[ok]
             if c.size == 0:
                 return False
+        n = self.frame_bits
         k = self._k[q]
         s = b * k
         self._busy[c] = True
-        self._sf = np.concatenate([self._sf, f])
-        self._sq = np.concatenate([self._sq, q])
-        self._ss = np.concatenate([self._ss, s])
-        self._se = np.concatenate([self._se, np.minimum(s + k, self.frame_bits)])
-        self._sg = np.concatenate([self._sg, c])
+        new = np.stack(
+            [f, q, s, np.minimum(s + k, n), c, (q * self.frames + f) * (2 * n), q * n, f * n]
+        )
+        self._srch = np.concatenate([self._srch, new], axis=1)
         self._sa = np.concatenate([self._sa, self._alice[c]])
         self._take_found()
         return True
 
     def _advance_frames(self) -> bool:
         """Move frames with nothing left to do in their pass on (or finish them)."""
-        idle = ~self._done & ~self._waiting
-        if self._sf.size:
-            idle[self._sf] = False
+        idle = ~(self._done | self._waiting)
+        idle[self._srch[_F]] = False
+        idle[self._found[_F]] = False
         rows = np.flatnonzero(idle)
         if rows.size == 0:
             return False
@@ -676,9 +717,9 @@ class CascadeBob(ReconcileBob):
         empty = np.zeros(0, dtype=_I64)
         top_q, top_rows = -1, empty
         small_f, small_q = empty, empty
-        need = np.flatnonzero(self._waiting)
-        need = need[~self._asked[self._cur[need], need]]
-        if need.size:
+        if self._waiting.any():
+            need = np.flatnonzero(self._waiting)
+            need = need[~self._asked[self._cur[need], need]]
             q = self._cur[need]
             small = self._td[q] == 1
             if small.any():
@@ -688,53 +729,51 @@ class CascadeBob(ReconcileBob):
                 top_rows = need[q == top_q]
                 self._asked[top_q, top_rows] = True
                 self.disclosed_bits[top_rows] += self._td[top_q]
-        self._ask_levels = self._search_levels()
-        if self._ask_levels:
-            f, q, s, mid, _ = np.concatenate(self._ask_levels, axis=1)
-        else:
-            f, q, s, mid = empty, empty, empty, empty
+        levels = self._ask_levels = self._search_levels()
+        pieces = [level[:4] for level in levels]
+        if small_f.size:
+            small_e = np.minimum(self._k[small_q], self.frame_bits)
+            pieces.append((small_f, small_q, np.zeros(small_f.size, dtype=_I64), small_e))
         self._ask_top = (top_q, top_rows)
         self._ask_small = (small_f, small_q)
-        if small_f.size:
-            small_s = np.zeros(small_f.size, dtype=_I64)
-            small_e = np.minimum(self._k[small_q], self.frame_bits)
-            f = np.concatenate([f, small_f])
-            q = np.concatenate([q, small_q])
-            s = np.concatenate([s, small_s])
-            mid = np.concatenate([mid, small_e])
-        if f.size:
+        if pieces:
+            f, q, s, e = (np.concatenate(col) for col in zip(*pieces, strict=True))
             self.disclosed_bits += np.bincount(f, minlength=frames)
+        else:
+            f = q = s = e = empty
         self._step += 1
-        all_rows = top_rows.size == frames
         return CascadeQuery(
             block_id=self.params.block_id,
             step=self._step,
             top_pass=top_q,
-            top_frames=b"" if all_rows else top_rows.astype("<u4").tobytes(),
+            top_frames=b"" if top_rows.size == frames else top_rows.astype("<u4").tobytes(),
             frames=f.astype("<u4").tobytes(),
             passes=q.astype("u1").tobytes(),
             starts=s.astype("<u4").tobytes(),
-            stops=mid.astype("<u4").tobytes(),
+            stops=e.astype("<u4").tobytes(),
         )
 
-    def _search_levels(self) -> list[NDArray[np.int64]]:
-        """The left halves to ask for: one level of every active search, more levels
-        (every node's left half) when few searches are left, to save round trips."""
-        f, q, s, e = self._sf, self._sq, self._ss, self._se
-        if f.size == 0:
+    def _search_levels(self) -> list[tuple[NDArray[np.int64], ...]]:
+        """The left halves to ask for: (frame, pass, start, mid, left, right and parent
+        tree index) per level; one level of every active search, more levels (every
+        node's left half) when few searches are left, to save round trips."""
+        srch = self._srch
+        if srch.shape[1] == 0:
             return []
-        depth = LOOK_DEPTH if f.size <= LOOK_MAX else 1
+        f, q, s, e, base = srch[_F], srch[_Q], srch[_S], srch[_E], srch[_KB]
+        depth = _LOOK_DEPTH if f.size <= _LOOK_MAX else 1
         levels = []
         for i in range(depth):
             if i:
                 long = (e - s) >= 2
                 if not long.all():
-                    f, q, s, e = f[long], q[long], s[long], e[long]
+                    f, q, s, e, base = f[long], q[long], s[long], e[long], base[long]
                 if f.size == 0:
                     break
             mid = (s + e) >> 1
-            levels.append(np.stack([f, q, s, mid, e]))
-            f, q = np.concatenate([f, f]), np.concatenate([q, q])
+            node = self._node
+            levels.append((f, q, s, mid, node(base, s, mid), node(base, mid, e), node(base, s, e)))
+            f, q, base = np.tile(f, 2), np.tile(q, 2), np.tile(base, 2)
             s, e = np.concatenate([s, mid]), np.concatenate([mid, e])
         return levels
 
