@@ -19,7 +19,7 @@ from pathlib import Path
 
 import zmq
 
-from tests.system.test_service import TLE, Notify, finish, free_port
+from tests.system.test_service import TLE, Notify, free_port
 
 SPEED = 60.0
 EPOCH = "2016-12-19T16:48:20Z"  # 23 s before AOS of the Micius pass over Xinglong
@@ -84,6 +84,7 @@ def test_one_accelerated_pass_end_to_end(tmp_path: Path) -> None:
     key_file.write_text(LINK_KEY.hex())
     key_file.chmod(0o600)
     sat_keys = tmp_path / "sat-keys"
+    daemon_log = tmp_path / "daemon.log"
     procs: list[subprocess.Popen[str]] = []
     notify = Notify(tmp_path)
     sub: Subscriber | None = None
@@ -170,16 +171,25 @@ frame_bits = 50000
         sub = Subscriber(pub)
         sub.start()
         env = {**os.environ, "NOTIFY_SOCKET": notify.path}
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "groundkey_daemon.cli", "-v", "run", "--config", str(config)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(daemon)
+        # stderr to a file: worker processes inherit it, and a pipe would stay open
+        with daemon_log.open("w") as err:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "groundkey_daemon.cli", "-v", "run", "--config",
+                 str(config)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )  # fmt: skip
         notify.wait_for("READY=1")
-        code, log = finish(daemon, timeout_s=110)
+        try:
+            code = daemon.wait(timeout=100)
+        except subprocess.TimeoutExpired:
+            daemon.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            daemon.kill()
+            daemon.wait()
+            code = -9
+        log = daemon_log.read_text()
         assert code == 0, log
     finally:
         logs = {p.args[3] if len(p.args) > 3 else "?": stop(p) for p in procs}  # type: ignore[index]

@@ -35,6 +35,12 @@ def bench_sifting() -> Iterable[Record]:
 
 
 def bench_cascade() -> Iterable[Record]:
+    """Cascade (Yan) on a 10^6-bit batch of 10^5-bit frames at QBER 2 %.
+
+    The clock covers building both roles and every message between them; only the
+    public pass permutations (a function of the public seed, drawn once and shared
+    by both roles) are derived before it starts.
+    """
     rng = np.random.default_rng(2)
     frames, n, qber = 10, 100_000, 0.02
     alice_bits = rng.integers(0, 2, (frames, n), dtype=np.uint8)
@@ -43,9 +49,10 @@ def bench_cascade() -> Iterable[Record]:
     results: list[tuple[float, float, float, int]] = []
     for seed in range(5):
         params = ReconcileParams(method="cascade-yan", qber=actual, seed=seed, block_id="bench")
+        create_reconciler("alice", alice_bits, params)  # derives the public permutations
+        t0 = time.perf_counter()
         alice = create_reconciler("alice", alice_bits, params)
         bob = create_reconciler("bob", bob_bits, params)
-        t0 = time.perf_counter()
         transcript = run_pair(alice, bob)
         dt = time.perf_counter() - t0
         f = float(bob.disclosed_bits.sum()) / (alice_bits.size * _h2(actual))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_daemon_config(args.config)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` dumps every stack to stderr
     root = logging.getLogger()
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)

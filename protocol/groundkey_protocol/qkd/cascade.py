@@ -14,23 +14,26 @@ Pass 0 uses the identity order, pass p ≥ 1 the permutation drawn from
 
 Protocol (Bob drives, Alice answers with one :class:`CascadeReply` per
 :class:`CascadeQuery`; one round trip per step serves the whole batch). Every
-frame moves through its passes on its own; within a frame Bob bisects every
-block (of any pass so far) whose parity differs from Alice's, all at once and
-pipelined: a search that ends flips its bit at once, which toggles that bit's
-block in every pass (opening new searches in the same step: the cascade effect)
-and cancels any running search whose interval held the bit (its interval is no
-longer odd; the block is reopened if it still differs). A frame with no
-differing block enters its next pass. Top-level parities of passes with many
-blocks come from a ``top_pass`` query; passes that disclose one parity per frame
-(Yan's halves, BICONF rounds) ask for it as a range, and the fixed passes of a
-frame ask for all such parities at once (they are disclosed in any case).
+frame moves through its passes on its own, in waves: all blocks (of any pass so
+far) whose parity differs from Alice's are bisected at once, and the bits found
+are flipped when the frame's last search of the wave ends (so every search ends
+on a true error); a flip toggles the bit's block in every pass, which opens the
+frame's next wave (the cascade effect). A frame with no differing block enters
+its next pass. Top-level parities of passes with many blocks come from a
+``top_pass`` query; passes that disclose one parity per frame (Yan's halves,
+BICONF rounds) ask for it as a range, and the fixed passes of a frame ask for all
+such parities at once (they are disclosed in any case). When few searches are
+left (the tail that sets the number of round trips), the searches that set their
+frame's wave length ask for two to four levels at once (the left half of every
+node below), a few extra parities (counted like all others) for fewer round
+trips.
 
 No per-bit Python loops: Alice answers from a prefix XOR of her bits in each pass
 order (her bits never change, so every range parity is two lookups), and from
 packed block masks for whole blocks of passes with few blocks; Bob gathers his
-ranges and takes one running XOR, and keeps every Alice parity he learned in a
-flat table indexed by (pass, frame, node) so that a reopened block fast-forwards
-through the levels he knows without a round trip.
+ranges and takes one running XOR (all levels of a reply at once), and keeps every
+Alice parity he learned in a flat table indexed by (pass, frame, node) so that a
+reopened block fast-forwards through the levels he knows without a round trip.
 
 Leakage: every parity Alice reveals counts one bit for its frame. Bob never asks
 for a parity he knows or can infer (right half = parent XOR left half; from
@@ -44,6 +47,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -58,8 +62,11 @@ BICONF_CLEAN_ROUNDS = 10
 BICONF_MAX_ROUNDS = 64
 _MASK_BLOCKS = 8  # passes with at most this many blocks use packed masks for top parities
 _I64 = np.int64
-_LOOK_MAX = 16  # at most this many active searches: ask two levels at once
-_LOOK_DEPTH = 2
+_LOOK2 = 32  # at most this many active searches: ask two levels at once
+_LOOK3 = 8  # at most this many: three levels
+_LOOK4 = 2  # at most this many: four levels
+_LOOK_SLACK = 0  # searches within this many levels of their frame's longest
+_LONG_RANGE = 2048  # Bob reads ranges at least this long from a prefix XOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +164,7 @@ class _Passes:
         """Packed membership masks of the blocks of pass ``q``: (nblocks, words)."""
         if q not in self._masks:
             k = self.spec(q).block_bits
-            block_of = self.inv(q) // k
-            member = block_of[None, :] == np.arange(self.nblocks(q))[:, None]
-            self._masks[q] = _pack64(member.view(np.uint8))
+            self._masks[q] = _block_masks(self.seed, q, self.n, k, self.perm(q))
         return self._masks[q]
 
     def top_parities(self, bits: NDArray[np.uint8], q: int) -> NDArray[np.uint8]:
@@ -172,38 +177,14 @@ class _Passes:
             counts = np.asarray(np.bitwise_count(masked), dtype=np.int64).sum(axis=2)
             return np.asarray(counts & 1, dtype=np.uint8)
         permuted = bits if q == 0 else np.take(bits, self.perm(q), axis=1)
+        if self.n % k == 0:
+            # uint8 sums wrap modulo 256, which keeps the parity
+            blocks = permuted.reshape(bits.shape[0], -1, k)
+            return np.asarray(blocks.sum(axis=2, dtype=np.uint8) & 1, dtype=np.uint8)
         acc = np.zeros((permuted.shape[0], self.n + 1), dtype=np.uint8)
         np.bitwise_xor.accumulate(permuted, axis=1, out=acc[:, 1:])
         bounds = np.append(np.arange(0, self.n, k), self.n)
         return np.asarray(acc[:, bounds[1:]] ^ acc[:, bounds[:-1]], dtype=np.uint8)
-
-    def range_parities(
-        self,
-        bits: NDArray[np.uint8],
-        f: NDArray[np.int64],
-        q: NDArray[np.int64],
-        s: NDArray[np.int64],
-        e: NDArray[np.int64],
-    ) -> NDArray[np.uint8]:
-        """Parity of positions ``[s, e)`` (in pass ``q`` order) of frame ``f``, per range."""
-        if f.size == 0:
-            return np.zeros(0, dtype=np.uint8)
-        n = self.n
-        lengths = e - s
-        ends = np.cumsum(lengths)
-        total = int(ends[-1])
-        firsts = ends - lengths
-        # one index ramp per segment: position q·n + s + (i - first) in the permutations
-        ramp = np.arange(total, dtype=_I64)
-        ramp += np.repeat(q * n + s - firsts, lengths)
-        orig = self.perm_cat(int(q.max()))[ramp]
-        orig += np.repeat(f * n, lengths)
-        values = bits.reshape(-1)[orig]
-        # XOR of each segment from one running XOR (reduceat is slow on many short segments)
-        acc = np.empty(total + 1, dtype=np.uint8)
-        acc[0] = 0
-        np.bitwise_xor.accumulate(values, out=acc[1:])
-        return np.asarray(acc[ends] ^ acc[firsts], dtype=np.uint8)
 
 
 @functools.lru_cache(maxsize=12)
@@ -238,6 +219,25 @@ def _permutations(seed: int, n: int, count: int) -> tuple[NDArray[np.int64], NDA
     return perm_cat, inv_cat
 
 
+_MASKS: dict[tuple[int, int, int, int], NDArray[np.uint64]] = {}
+
+
+def _block_masks(seed: int, p: int, n: int, k: int, perm: NDArray[np.int64]) -> NDArray[np.uint64]:
+    """Packed block masks of pass ``p`` (public: cached, both roles use the same)."""
+    key = (seed, p, n, k)
+    masks = _MASKS.get(key)
+    if masks is None:
+        member = np.zeros((-(-n // k), n), dtype=np.uint8)
+        for b, row in enumerate(member):
+            row[perm[b * k : (b + 1) * k]] = 1
+        masks = _pack64(member)
+        masks.flags.writeable = False
+        if len(_MASKS) >= 32:
+            _MASKS.clear()
+        _MASKS[key] = masks
+    return masks
+
+
 def _pack64(bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
     """Rows of 0/1 bytes packed into 64-bit words (zero padded)."""
     packed = np.packbits(bits, axis=1)
@@ -262,64 +262,64 @@ class CascadeAlice(ReconcileAlice):
 
     def __init__(self, bits: NDArray[np.uint8], params: ReconcileParams) -> None:
         super().__init__(bits, params)
-        self._passes = _Passes(params, self.frame_bits)
-        self._prefix: dict[int, NDArray[np.uint8]] = {}
-        self._prefix_done: dict[int, NDArray[np.bool_]] = {}
+        passes = self._passes = _Passes(params, self.frame_bits)
+        count = passes.max_passes
+        self._kq = np.array([passes.spec(q).block_bits for q in range(count)], dtype=_I64)
+        masked = [q for q in range(1, count) if passes.nblocks(q) <= _MASK_BLOCKS]
+        self._masked = np.zeros(count, dtype=bool)
+        self._masked[masked] = True
+        self._min_masked_k = min((int(self._kq[q]) for q in masked), default=self.frame_bits + 1)
+        # prefix XOR of the bits in each pass order: (pass, frame) row at (q·F + f)·(n + 1)
+        self._prefix = np.zeros(0, dtype=np.uint8)
+        self._prefix_done = np.zeros((count, self.frames), dtype=bool)
         self._tops: dict[int, NDArray[np.uint8]] = {}
 
     def _start(self) -> list[LinkMessage]:
         return []
 
-    def _prefix_xor(self, q: int, rows: NDArray[np.int64]) -> NDArray[np.uint8]:
-        """Prefix XOR of the bits in pass ``q`` order, (frames, n + 1), filled for ``rows``.
+    def _fill_prefix(self, q: NDArray[np.int64], f: NDArray[np.int64]) -> None:
+        """Compute the prefix XOR rows of the (pass, frame) pairs not yet done.
 
         Alice's bits never change, so one O(n) pass per (pass, frame) makes every
-        later range parity O(1); frames nobody asks about are never computed.
+        later range parity O(1); pairs nobody asks about are never computed.
         """
-        if q not in self._prefix:
-            self._prefix[q] = np.zeros((self.frames, self.frame_bits + 1), dtype=np.uint8)
-            self._prefix_done[q] = np.zeros(self.frames, dtype=bool)
-        prefix, done = self._prefix[q], self._prefix_done[q]
-        todo = rows[~done[rows]]
-        if todo.size:
-            todo = np.unique(todo)
+        frames, n1 = self.frames, self.frame_bits + 1
+        room = self._prefix.size // (frames * n1)
+        q_max = int(q.max())
+        if q_max >= room:
+            room = min(self._passes.max_passes, max(q_max + 1, 2 * room))
+            grown = np.zeros(room * frames * n1, dtype=np.uint8)
+            grown[: self._prefix.size] = self._prefix
+            self._prefix = grown
+        rows = self._prefix.reshape(room * frames, n1)
+        for qq in np.unique(q).tolist():
+            todo = np.unique(f[q == qq])
             sub = self._bits[todo]
-            permuted = sub if q == 0 else np.take(sub, self._passes.perm(q), axis=1)
-            block = np.zeros((todo.size, self.frame_bits + 1), dtype=np.uint8)
+            permuted = sub if qq == 0 else sub.take(self._passes.perm(qq), axis=1)
+            block = np.empty((todo.size, n1), dtype=np.uint8)
+            block[:, 0] = 0
             np.bitwise_xor.accumulate(permuted, axis=1, out=block[:, 1:])
-            prefix[todo] = block
-            done[todo] = True
-        return prefix
+            rows[qq * frames + todo] = block
+            self._prefix_done[qq, todo] = True
+
+    def _top_query(self, q: int, rows: NDArray[np.int64]) -> NDArray[np.uint8]:
+        """Top-level parities of pass ``q`` for ``rows``: from the prefix XOR rows of
+        passes with many blocks (computed now, as ranges in them follow)."""
+        if self._masked[q]:
+            return np.asarray(self._top_table(q)[rows], dtype=np.uint8)
+        n, n1 = self.frame_bits, self.frame_bits + 1
+        todo = rows[~self._prefix_done[q, rows]]
+        if todo.size:
+            self._fill_prefix(np.full(todo.size, q, dtype=_I64), todo)
+        bounds = np.append(np.arange(0, n, int(self._kq[q]), dtype=_I64), n)
+        at = self._prefix.reshape(-1, n1)[(q * self.frames + rows)[:, None], bounds[None, :]]
+        return np.asarray(at[:, 1:] ^ at[:, :-1], dtype=np.uint8)
 
     def _top_table(self, q: int) -> NDArray[np.uint8]:
         """All top-level parities of pass ``q`` (pass with few blocks), (frames, nblocks)."""
         if q not in self._tops:
             self._tops[q] = self._passes.top_parities(self._bits, q)
         return self._tops[q]
-
-    def _pass_parities(
-        self, qq: int, f: NDArray[np.int64], s: NDArray[np.int64], e: NDArray[np.int64]
-    ) -> NDArray[np.uint8]:
-        passes = self._passes
-        n = self.frame_bits
-        if qq > 0 and passes.nblocks(qq) <= _MASK_BLOCKS:
-            k = passes.spec(qq).block_bits
-            whole = (s % k == 0) & (e == np.minimum(s + k, n))
-            if whole.all():
-                return np.asarray(self._top_table(qq)[f, s // k], dtype=np.uint8)
-            if whole.any():
-                out = np.empty(f.size, dtype=np.uint8)
-                out[whole] = self._top_table(qq)[f[whole], s[whole] // k]
-                part = ~whole
-                out[part] = self._pass_parities_prefix(qq, f[part], s[part], e[part])
-                return out
-        return self._pass_parities_prefix(qq, f, s, e)
-
-    def _pass_parities_prefix(
-        self, qq: int, f: NDArray[np.int64], s: NDArray[np.int64], e: NDArray[np.int64]
-    ) -> NDArray[np.uint8]:
-        prefix = self._prefix_xor(qq, f)
-        return np.asarray(prefix[f, e] ^ prefix[f, s], dtype=np.uint8)
 
     def _range_parities(
         self,
@@ -328,14 +328,25 @@ class CascadeAlice(ReconcileAlice):
         s: NDArray[np.int64],
         e: NDArray[np.int64],
     ) -> NDArray[np.uint8]:
-        q_lo, q_hi = int(q.min()), int(q.max())
-        if q_lo == q_hi:
-            return self._pass_parities(q_lo, f, s, e)
-        out = np.empty(f.size, dtype=np.uint8)
-        for qq in np.unique(q).tolist():
-            sel = q == qq
-            out[sel] = self._pass_parities(int(qq), f[sel], s[sel], e[sel])
-        return out
+        if (e - s).max() >= self._min_masked_k:
+            # whole blocks of passes with few blocks: from the packed-mask table
+            k = self._kq[q]
+            whole = self._masked[q] & (s % k == 0) & (e == np.minimum(s + k, self.frame_bits))
+            if np.count_nonzero(whole):
+                out = np.empty(f.size, dtype=np.uint8)
+                for qq in np.unique(q[whole]).tolist():
+                    sel = whole & (q == qq)
+                    out[sel] = self._top_table(qq)[f[sel], s[sel] // k[sel]]
+                part = ~whole
+                if np.count_nonzero(part):
+                    out[part] = self._range_parities(f[part], q[part], s[part], e[part])
+                return out
+        todo = ~self._prefix_done[q, f]
+        if np.count_nonzero(todo):
+            self._fill_prefix(q[todo], f[todo])
+        base = (q * self.frames + f) * (self.frame_bits + 1)
+        prefix = self._prefix
+        return np.asarray(prefix[base + e] ^ prefix[base + s], dtype=np.uint8)
 
     def _receive(self, message: LinkMessage) -> list[LinkMessage]:
         if isinstance(message, CascadeDone):
@@ -360,7 +371,7 @@ class CascadeAlice(ReconcileAlice):
                 rows = np.arange(self.frames, dtype=_I64)
             if rows.max() >= self.frames:
                 raise ProtocolError("top_frames out of range", protocol="cascade")
-            par = passes.top_parities(self._bits[rows], q)[:, : passes.top_disclosed(q)]
+            par = self._top_query(q, rows)[:, : passes.top_disclosed(q)]
             pieces.append(par.reshape(-1))
             np.add.at(self.disclosed_bits, rows, par.shape[1])
         f = _arr(message.frames, "<u4", "frames")
@@ -392,6 +403,8 @@ class CascadeAlice(ReconcileAlice):
 # rows of Bob's search table: frame, pass, [start, stop) in pass order, block id,
 # tree base of (pass, frame), permutation base q·n, bit base f·n
 _F, _Q, _S, _E, _G, _KB, _PB, _FB = range(8)
+# entries of a lookahead level below the first: asking search, parent entry, left child
+_L_OWNER, _L_PARENT, _L_IS_LEFT = 7, 8, 9
 
 
 class CascadeBob(ReconcileBob):
@@ -426,7 +439,10 @@ class CascadeBob(ReconcileBob):
         self._made = 0  # passes whose block parities Bob keeps
         self._tree = np.zeros(0, dtype=np.uint8)  # 0 unknown, 1 + parity when known
         self._perm_cat = self._inv_cat = np.zeros(0, dtype=_I64)
-        self._make_passes(self._fixed)
+        self._make_passes(1)  # later passes when a frame first enters them (fewer toggles)
+        # prefix XOR of Bob's bits per (pass, frame) row q·F + f, for long ranges
+        self._prefix = np.zeros(0, dtype=np.uint8)
+        self._prefix_ok = np.zeros(count * frames, dtype=bool)
         self._frame_parity = np.zeros(frames, dtype=np.uint8)
         self._cur = np.full(frames, -1, dtype=_I64)  # pass each frame is in
         self._done = np.zeros(frames, dtype=bool)
@@ -438,12 +454,14 @@ class CascadeBob(ReconcileBob):
         self._sa = np.zeros(0, dtype=np.uint8)  # Alice's parity of each search's interval
         self._found = np.zeros((8, 0), dtype=_I64)  # ended searches, flips not yet applied
         self._cand: list[NDArray[np.int64]] = []  # block ids to check for opening
+        self._recheck = True  # some frame may have run out of work in its pass
         self._step = 0
         empty = np.zeros(0, dtype=_I64)
         # what the outstanding query asked: top pass and rows, search levels, one-range tops
         self._ask_top = (-1, empty)
         self._ask_levels: list[tuple[NDArray[np.int64], ...]] = []
         self._ask_small = (empty, empty)
+        self._ask_flat = (empty, empty, empty, empty)  # the searches' ranges, concatenated
         self.flips = 0
 
     # -- tables ------------------------------------------------------------------
@@ -455,7 +473,7 @@ class CascadeBob(ReconcileBob):
         frames, n = self.frames, self.frame_bits
         room = self._tree.size // (2 * n * frames)
         if upto > room:
-            room = min(self._passes.max_passes, max(upto, 2 * room))
+            room = min(self._passes.max_passes, max(upto, 2 * room, self._fixed))
             tree = np.zeros(room * frames * 2 * n, dtype=np.uint8)
             tree[: self._tree.size] = self._tree
             self._tree = tree
@@ -477,7 +495,7 @@ class CascadeBob(ReconcileBob):
         self, base: NDArray[np.int64], s: NDArray[np.int64], e: NDArray[np.int64]
     ) -> NDArray[np.int64]:
         """Tree index of ``[s, e)``: its midpoint, or ``n + s`` for a single position."""
-        return base + ((s + e) >> 1) + self.frame_bits * ((e - s) == 1)
+        return cast(NDArray[np.int64], base + ((s + e) >> 1) + self.frame_bits * ((e - s) == 1))
 
     def _store_tops(self, q: int, rows: NDArray[np.int64], sent: NDArray[np.uint8]) -> None:
         """Alice's top-level parities of pass ``q`` for ``rows`` (inferring the last block)."""
@@ -495,12 +513,13 @@ class CascadeBob(ReconcileBob):
         self._known[gids] = True
         self._cand.append(gids.reshape(-1))
         self._waiting[rows[self._cur[rows] == q]] = False
+        self._recheck = True
 
     # -- receiving -----------------------------------------------------------------
 
     def _start(self) -> list[LinkMessage]:
-        self._settle(fresh=False)
-        return [self._next_message()]
+        self._settle()
+        return [self._advance()]
 
     def _receive(self, message: LinkMessage) -> list[LinkMessage]:
         if not isinstance(message, CascadeReply) or message.step != self._step:
@@ -517,37 +536,75 @@ class CascadeBob(ReconcileBob):
             self._store_tops(top_q, top_rows, parities[:n_top].reshape(top_rows.size, -1))
         at = n_top
         tree = self._tree
-        for depth, (f, _, _, _, left_node, right_node, parent_node) in enumerate(self._ask_levels):
-            left = parities[at : at + f.size]
-            at += f.size
-            parent = self._sa if depth == 0 else tree[parent_node] - 1
-            tree[left_node] = left + 1
-            tree[right_node] = (left ^ parent) + 1
+        for depth, level in enumerate(self._ask_levels):
+            left = parities[at : at + level[0].size]
+            at += level[0].size
+            parent = self._sa if depth == 0 else tree[level[6]] - 1
+            tree[level[4]] = left + 1
+            tree[level[5]] = (left ^ parent) + 1
         if small_f.size:
             vals = parities[at:]
             for qq in np.unique(small_q).tolist():
                 sel = small_q == qq
                 self._store_tops(int(qq), small_f[sel], vals[sel][:, None])
-        self._settle(fresh=n_search > 0)
-        return [self._next_message()]
+        if n_search:
+            self._walk(parities[n_top : n_top + n_search])
+        self._settle()
+        return [self._advance()]
+
+    def _walk(self, alice_left: NDArray[np.uint8]) -> None:
+        """Bisect the active searches through the levels just answered: Bob's parities
+        of every asked range from one gather, then one cheap step per level."""
+        levels = self._ask_levels
+        n = self.frame_bits
+        f, q, s, mid = self._ask_flat
+        go_left = self._parities(q * n, f * n, s, mid - s) != alice_left
+        srch = self._srch
+        on = go_prev = np.ones(levels[0][0].size, dtype=bool)  # entries on their search's path
+        at = 0
+        for depth, level in enumerate(levels):
+            count = level[0].size
+            go, left = go_left[at : at + count], alice_left[at : at + count]
+            if depth:
+                # a child is on the path if its parent was and the parent's step chose it
+                parent, is_left = level[_L_PARENT], level[_L_IS_LEFT]
+                on = on[parent] & (go_prev[parent] == is_left)
+                hit = on.nonzero()[0]
+                if hit.size == 0:
+                    break
+                owner = level[_L_OWNER][hit]
+                go, left, m = go[hit], left[hit], level[3][hit]
+                srch[_E, owner] = np.where(go, m, srch[_E, owner])
+                srch[_S, owner] = np.where(go, srch[_S, owner], m)
+                self._sa[owner] = np.where(go, left, self._sa[owner] ^ left)
+            else:
+                m = level[3]
+                srch[_E] = np.where(go, m, srch[_E])
+                srch[_S] = np.where(go, srch[_S], m)
+                self._sa = np.where(go, left, self._sa ^ left)
+            go_prev = go_left[at : at + count]
+            at += count
+        self._take_found()
 
     # -- advancing without round trips -----------------------------------------------
 
-    def _settle(self, *, fresh: bool) -> None:
-        """Advance everything Bob can without asking Alice anything (``fresh``: every
-        active search's next left half has just arrived)."""
+    def _settle(self) -> None:
+        """Advance everything Bob can without asking Alice anything."""
+        descend = True  # searches may have known next levels (after the walk, or opening)
         while True:
-            self._descend(fresh)
-            fresh = False
+            if descend:
+                self._descend()
+                descend = False
             if self._found.shape[1] and self._apply_flips():
                 continue
             if self._cand and self._open():
+                descend = True
                 continue
             if not self._advance_frames():
                 return
 
-    def _descend(self, fresh: bool) -> None:
-        """Bisect active searches through every level whose parity Bob knows."""
+    def _descend(self) -> None:
+        """Bisect active searches through every level whose parity Bob already knows."""
         n = self.frame_bits
         while self._srch.shape[1]:
             srch = self._srch
@@ -555,14 +612,11 @@ class CascadeBob(ReconcileBob):
             mid = (s + e) >> 1
             half = mid - s
             vals = self._tree[srch[_KB] + ((s + mid) >> 1) + n * (half == 1)]
-            if fresh:
-                fresh = False
-                sel = None
-            else:
-                known = vals != 0
-                if not known.any():
-                    return
-                sel = None if known.all() else np.flatnonzero(known)
+            known = vals != 0
+            hits = np.count_nonzero(known)
+            if hits == 0:
+                return
+            sel = None if hits == known.size else known.nonzero()[0]
             if sel is None:
                 alice_left = vals - 1
                 bob_left = self._parities(srch[_PB], srch[_FB], s, half)
@@ -590,24 +644,70 @@ class CascadeBob(ReconcileBob):
         lengths: NDArray[np.int64],
     ) -> NDArray[np.uint8]:
         """Parity of Bob's bits at positions ``[s, s + length)`` of each range's pass order."""
-        ends = np.cumsum(lengths)
+        if lengths.max() >= _LONG_RANGE:
+            return self._parities_long(perm_base, bit_base, s, lengths)
+        ends = lengths.cumsum()
         total = int(ends[-1])
         firsts = ends - lengths
         # one index ramp per segment, then one running XOR (reduceat is slow on short ones)
         ramp = np.arange(total, dtype=_I64)
-        ramp += np.repeat(perm_base + s - firsts, lengths)
-        orig = self._perm_cat[ramp]
-        orig += np.repeat(bit_base, lengths)
+        if total > 4096 and not perm_base.any():  # all in pass 0 (identity order)
+            ramp += (bit_base + s - firsts).repeat(lengths)
+            orig = ramp
+        else:
+            ramp += (perm_base + s - firsts).repeat(lengths)
+            orig = self._perm_cat.take(ramp)
+            orig += bit_base.repeat(lengths)
         acc = np.empty(total + 1, dtype=np.uint8)
         acc[0] = 0
-        np.bitwise_xor.accumulate(self._bits_flat[orig], out=acc[1:])
+        np.bitwise_xor.accumulate(self._bits_flat.take(orig), out=acc[1:])
         return np.asarray(acc[ends] ^ acc[firsts], dtype=np.uint8)
+
+    def _parities_long(
+        self,
+        perm_base: NDArray[np.int64],
+        bit_base: NDArray[np.int64],
+        s: NDArray[np.int64],
+        lengths: NDArray[np.int64],
+    ) -> NDArray[np.uint8]:
+        """Long ranges from a prefix XOR of Bob's bits in the pass order, one row per
+        (pass, frame), made when first needed and kept until the frame's next flip."""
+        frames, n, n1 = self.frames, self.frame_bits, self.frame_bits + 1
+        long = lengths >= _LONG_RANGE
+        out = np.empty(s.size, dtype=np.uint8)
+        rows = perm_base[long] // n * frames + bit_base[long] // n
+        missing = np.unique(rows[~self._prefix_ok[rows]])
+        if missing.size:
+            room = self._prefix.size // (frames * n1)
+            need = int(missing.max()) // frames + 1
+            if need > room:
+                room = min(self._passes.max_passes, max(need, 2 * room, self._fixed))
+                grown = np.zeros(room * frames * n1, dtype=np.uint8)
+                grown[: self._prefix.size] = self._prefix
+                self._prefix = grown
+            table = self._prefix.reshape(-1, n1)
+            mq, mf = np.divmod(missing, frames)
+            for qq in np.unique(mq).tolist():
+                at = mq == qq
+                sub = self._bits[mf[at]]
+                permuted = sub if qq == 0 else sub.take(self._passes.perm(qq), axis=1)
+                block = np.empty((sub.shape[0], n1), dtype=np.uint8)
+                block[:, 0] = 0
+                np.bitwise_xor.accumulate(permuted, axis=1, out=block[:, 1:])
+                table[missing[at]] = block
+            self._prefix_ok[missing] = True
+        start = rows * n1 + s[long]
+        out[long] = self._prefix[start + lengths[long]] ^ self._prefix[start]
+        short = ~long
+        if np.count_nonzero(short):
+            out[short] = self._parities(perm_base[short], bit_base[short], s[short], lengths[short])
+        return out
 
     def _take_found(self) -> None:
         """Move searches down to one position into ``_found``."""
         srch = self._srch
         end = (srch[_E] - srch[_S]) == 1
-        if end.any():
+        if np.count_nonzero(end):
             self._found = np.concatenate([self._found, srch[:, end]], axis=1)
             keep = ~end
             self._srch = srch[:, keep]
@@ -620,7 +720,7 @@ class CascadeBob(ReconcileBob):
             busy = np.zeros(self.frames, dtype=bool)
             busy[self._srch[_F]] = True
             hold = busy[found[_F]]
-            if hold.all():
+            if np.count_nonzero(hold) == hold.size:
                 return False
             self._found = found[:, hold]
             found = found[:, ~hold]
@@ -628,19 +728,23 @@ class CascadeBob(ReconcileBob):
             self._found = found[:, :0]
         self._busy[found[_G]] = False
         self._cand.append(found[_G])
+        self._recheck = True  # frames whose wave ended may have nothing left
         n = self.frame_bits
         flat = np.unique(found[_FB] + self._perm_cat[found[_PB] + found[_S]])
         self._bits_flat[flat] ^= 1
         self.flips += int(flat.size)
         ff, ii = np.divmod(flat, n)
         self._flipped[ff] = True
+        self._prefix_ok.reshape(-1, self.frames)[:, ff] = False
         perm_rows, boff, nb, k = self._flip_cols
-        gids = (boff + ff * nb + self._inv_cat[perm_rows + ii] // k).reshape(-1)
+        blocks = boff + ff * nb + self._inv_cat[perm_rows + ii] // k  # (passes, flips)
+        gids = blocks.reshape(-1)
         if gids.size > 4096:
             self._bob ^= (np.bincount(gids, minlength=self._bob.size) & 1).astype(np.uint8)
         else:
             np.bitwise_xor.at(self._bob, gids, 1)
-        self._cand.append(gids)
+        # blocks of passes no frame has reached yet are checked when a frame enters them
+        self._cand.append(blocks[: int(self._cur.max()) + 1].reshape(-1))
         return True
 
     def _open(self) -> bool:
@@ -654,7 +758,7 @@ class CascadeBob(ReconcileBob):
         q = np.searchsorted(self._boff, c, side="right") - 1
         f, b = np.divmod(c - self._boff[q], self._nb[q])
         ok = q <= self._cur[f]
-        if not ok.all():
+        if np.count_nonzero(ok) < ok.size:
             c, q, f, b = c[ok], q[ok], f[ok], b[ok]
             if c.size == 0:
                 return False
@@ -672,10 +776,13 @@ class CascadeBob(ReconcileBob):
 
     def _advance_frames(self) -> bool:
         """Move frames with nothing left to do in their pass on (or finish them)."""
+        if not self._recheck:
+            return False
+        self._recheck = False
         idle = ~(self._done | self._waiting)
         idle[self._srch[_F]] = False
         idle[self._found[_F]] = False
-        rows = np.flatnonzero(idle)
+        rows = idle.nonzero()[0]
         if rows.size == 0:
             return False
         cur = self._cur[rows]
@@ -690,6 +797,7 @@ class CascadeBob(ReconcileBob):
         rows, nxt = rows[more], nxt[more]
         self._cur[rows] = nxt
         self._flipped[rows] = False
+        self._recheck = True
         for qq in np.unique(nxt).tolist():
             sel = rows[nxt == qq]
             self._make_passes(qq + 1)
@@ -707,9 +815,10 @@ class CascadeBob(ReconcileBob):
 
     # -- asking ------------------------------------------------------------------------
 
-    def _next_message(self) -> LinkMessage:
+    def _advance(self) -> LinkMessage:
+        """The next query (Bob has settled everything he can), or ``CascadeDone``."""
         frames = self.frames
-        if self._done.all():
+        if np.count_nonzero(self._done) == frames:
             self.done = True
             return CascadeDone(
                 block_id=self.params.block_id, disclosed_bits=int(self.disclosed_bits.sum())
@@ -717,8 +826,8 @@ class CascadeBob(ReconcileBob):
         empty = np.zeros(0, dtype=_I64)
         top_q, top_rows = -1, empty
         small_f, small_q = empty, empty
-        if self._waiting.any():
-            need = np.flatnonzero(self._waiting)
+        if np.count_nonzero(self._waiting):
+            need = self._waiting.nonzero()[0]
             need = need[~self._asked[self._cur[need], need]]
             q = self._cur[need]
             small = self._td[q] == 1
@@ -736,11 +845,16 @@ class CascadeBob(ReconcileBob):
             pieces.append((small_f, small_q, np.zeros(small_f.size, dtype=_I64), small_e))
         self._ask_top = (top_q, top_rows)
         self._ask_small = (small_f, small_q)
-        if pieces:
+        if len(pieces) == 1:
+            f, q, s, e = pieces[0]
+        elif pieces:
             f, q, s, e = (np.concatenate(col) for col in zip(*pieces, strict=True))
-            self.disclosed_bits += np.bincount(f, minlength=frames)
         else:
             f = q = s = e = empty
+        searched = sum(level[0].size for level in levels)
+        self._ask_flat = (f[:searched], q[:searched], s[:searched], e[:searched])
+        if f.size:
+            self.disclosed_bits += np.bincount(f, minlength=frames)
         self._step += 1
         return CascadeQuery(
             block_id=self.params.block_id,
@@ -754,27 +868,66 @@ class CascadeBob(ReconcileBob):
         )
 
     def _search_levels(self) -> list[tuple[NDArray[np.int64], ...]]:
-        """The left halves to ask for: (frame, pass, start, mid, left, right and parent
-        tree index) per level; one level of every active search, more levels (every
-        node's left half) when few searches are left, to save round trips."""
+        """The left halves to ask for, per level: frame, pass, start, mid, tree index of
+        the left half, of the right half and of the interval, and (levels below the
+        first) the asking search, the parent entry and whether it is a left child.
+
+        One level of every active search; when few searches are left (the tail that
+        sets the number of round trips), the searches that set their frame's wave
+        length (most levels to go) get two to four levels at once (every node's
+        left half), trading a few parities for round trips.
+        """
         srch = self._srch
-        if srch.shape[1] == 0:
+        count = srch.shape[1]
+        if count == 0:
             return []
+        node = self._node
         f, q, s, e, base = srch[_F], srch[_Q], srch[_S], srch[_E], srch[_KB]
-        depth = _LOOK_DEPTH if f.size <= _LOOK_MAX else 1
-        levels = []
-        for i in range(depth):
-            if i:
-                long = (e - s) >= 2
-                if not long.all():
-                    f, q, s, e, base = f[long], q[long], s[long], e[long], base[long]
-                if f.size == 0:
-                    break
+        mid = (s + e) >> 1
+        levels: list[tuple[NDArray[np.int64], ...]] = [
+            (f, q, s, mid, node(base, s, mid), node(base, mid, e), base)
+        ]
+        if count > _LOOK2:
+            return levels
+        togo = np.frexp(e - s - 1)[1]  # levels left: ⌈log2(length)⌉
+        longest = np.zeros(self.frames, dtype=togo.dtype)
+        np.maximum.at(longest, f, togo)
+        more = 3 if count <= _LOOK4 else 2 if count <= _LOOK3 else 1
+        extra = np.where(togo + _LOOK_SLACK >= longest[f], more, 0)
+        # rows: frame, pass, tree base, start, stop, search, extra levels wanted
+        rows = np.empty((7, count), dtype=_I64)
+        rows[:5] = f, q, base, s, e
+        rows[5] = np.arange(count, dtype=_I64)
+        rows[6] = extra
+        for _ in range(more):
+            m = rows.shape[1]
+            kids = np.concatenate([rows, rows], axis=1)
+            kids[4, :m] = mid  # left children [s, mid), right children [mid, e)
+            kids[3, m:] = mid
+            kids[6] -= 1
+            parent = np.concatenate([np.arange(m, dtype=_I64)] * 2)
+            is_left = np.arange(2 * m) < m
+            keep = ((kids[4] - kids[3]) >= 2) & (kids[6] >= 0)
+            rows, parent, is_left = kids[:, keep], parent[keep], is_left[keep]
+            if rows.shape[1] == 0:
+                break
+            f, q, base, s, e = rows[:5]
             mid = (s + e) >> 1
-            node = self._node
-            levels.append((f, q, s, mid, node(base, s, mid), node(base, mid, e), node(base, s, e)))
-            f, q, base = np.tile(f, 2), np.tile(q, 2), np.tile(base, 2)
-            s, e = np.concatenate([s, mid]), np.concatenate([mid, e])
+            left_node, right_node, own_node = node(base, s, mid), node(base, mid, e), base + mid
+            levels.append(
+                (
+                    f,
+                    q,
+                    s,
+                    mid,
+                    left_node,
+                    right_node,
+                    own_node,
+                    rows[5],
+                    parent,
+                    is_left.astype(_I64),
+                )
+            )
         return levels
 
     def _small_tops(

@@ -15,7 +15,14 @@ from groundkey_protocol.link.messages import (
     encode_message,
 )
 from groundkey_protocol.qkd.cascade import CascadeAlice, cascade_schedule
-from groundkey_protocol.qkd.reconcile import ReconcileParams, create_reconciler, run_pair
+from groundkey_protocol.qkd.reconcile import (
+    ReconcileAlice,
+    ReconcileBob,
+    ReconcileParams,
+    Transcript,
+    create_reconciler,
+    run_pair,
+)
 
 
 def h2(q: float) -> float:
@@ -29,10 +36,14 @@ def bsc_batch(frames: int, n: int, qber: float, seed: int) -> tuple[np.ndarray, 
     return alice, alice ^ errors, float(errors.mean())
 
 
-def reconcile(method: str, alice_bits: np.ndarray, bob_bits: np.ndarray, qber: float):
+def reconcile(
+    method: str, alice_bits: np.ndarray, bob_bits: np.ndarray, qber: float
+) -> tuple[ReconcileAlice, ReconcileBob, Transcript]:
     params = ReconcileParams(method=method, qber=qber, seed=11, block_id="blk")
     alice = create_reconciler("alice", alice_bits, params)
     bob = create_reconciler("bob", bob_bits, params)
+    assert isinstance(alice, ReconcileAlice)
+    assert isinstance(bob, ReconcileBob)
     transcript = run_pair(alice, bob)
     return alice, bob, transcript
 
@@ -59,6 +70,9 @@ def test_yan_efficiency_on_megabit_batches(frame_bits: int, qber: float, f_max: 
     assert f <= f_max
     assert fer <= 0.05
     np.testing.assert_array_equal(alice.disclosed_bits, bob.disclosed_bits)
+    # frames advance on their own and the tail asks several levels at once: the
+    # whole batch needs a few hundred round trips (one wave per pass took ~900)
+    assert len(transcript) <= 600
 
 
 @pytest.mark.parametrize(("method", "f_max"), [("cascade-biconf", 1.12), ("cascade-original", 1.3)])
@@ -85,6 +99,40 @@ def test_transcript_carries_exactly_the_counted_parities() -> None:
     # every message survives the wire encoding unchanged
     for _, message in transcript.messages:
         assert decode_message(encode_message(message)) == message
+
+
+def test_no_parity_is_asked_twice() -> None:
+    a, b, actual = bsc_batch(6, 20_000, 0.03, seed=7)
+    _, bob, transcript = reconcile("cascade-yan", a, b, actual)
+    ranges = []
+    tops = []
+    for _, m in transcript.messages:
+        if isinstance(m, CascadeQuery):
+            cols = [np.frombuffer(m.frames, "<u4"), np.frombuffer(m.passes, "u1")]
+            cols += [np.frombuffer(m.starts, "<u4"), np.frombuffer(m.stops, "<u4")]
+            ranges.append(np.stack([c.astype(np.int64) for c in cols], axis=1))
+            if m.top_pass >= 0:
+                rows = np.frombuffer(m.top_frames, "<u4").tolist() or list(range(6))
+                tops += [(m.top_pass, row) for row in rows]
+    asked = np.concatenate(ranges)
+    assert len(np.unique(asked, axis=0)) == len(asked)
+    assert len(set(tops)) == len(tops)  # each frame's top level of a pass once
+    assert (bob.corrected_bits == a).all()
+
+
+def test_frames_advance_independently() -> None:
+    """A clean frame next to noisy ones discloses only its top-level parities."""
+    a, b, _ = bsc_batch(4, 10_000, 0.03, seed=9)
+    b[0] = a[0]
+    params_qber = 0.03
+    _, bob, transcript = reconcile("cascade-yan", a, b, params_qber)
+    schedule = cascade_schedule("cascade-yan", params_qber, 10_000)
+    nblocks = [-(-10_000 // p.block_bits) for p in schedule]
+    tops_only = nblocks[0] + sum(nb - 1 for nb in nblocks[1:])
+    assert bob.disclosed_bits[0] == tops_only
+    assert (bob.disclosed_bits[1:] > tops_only).all()
+    assert (bob.corrected_bits == a).all()
+    assert len(transcript) < 400
 
 
 def test_schedules_follow_the_references() -> None:

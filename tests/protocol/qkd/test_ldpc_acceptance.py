@@ -1,33 +1,34 @@
 """Acceptance: efficiency and frame error rate of LDPC reconciliation (issue 5).
 
-What is measured, honestly:
+What is measured, honestly (QBER estimate = true QBER, deterministic seeds):
 
-* Frames of 9 000 key bits (10 000-bit codewords), QBER estimate = true QBER.
-* ``test_first_message_fer_and_efficiency``: 300 frames per QBER. The first-message
-  frame error rate is asserted ≤ 2 % as a point estimate (at a true FER of 10^-2,
-  more than 6 failures in 300 has probability ~3 %, so this guards against
-  regressions; it does not prove FER ≤ 10^-2 to high confidence). The efficiency
-  f = disclosed / (n·h(Q)) is asserted to match the calibrated target of
-  :func:`default_efficiency` and to stay below the bounds in ``_F_MAX``. At these
-  frame sizes the targets are 1.48 (1 %), 1.4 (2 %), 1.25 (5 %), 1.17 (8 %),
-  calibrated on 480 frames each for a first-message FER of ~10^-2 or lower
-  (0.2–1 % measured). With 4.5·10^4-bit frames
-  (``test_long_frames_reach_the_efficiency_target_at_high_qber``, 80 frames) the
-  targets are 1.32 (1 %), 1.27 (2 %), 1.17 (5 %), 1.12 (8 %). The issue's
-  f ≤ 1.15 over all of 1–8 % is NOT met: only at ≥ ~6 % with long frames.
-* Error floor: the IRA-style codes have low-weight codewords (weight ~16 at
-  n = 10^4), so BP occasionally converges to a wrong codeword that meets the
-  syndrome (seen ~1 in 300 frames at QBER 8 %, 0 in 200 at 1–5 %). Bob cannot
-  see those; verification does, and the test checks that it does. They bound the
-  FER after the blind round from below, so FER ≤ 10^-4 after blind rounds is met
-  only for frames Bob can flag, not overall.
+* ``test_efficiency_and_fer_on_1e5_bit_frames``: the default operating point,
+  frames of 9·10^4 key bits (10^5-bit codewords), 96 frames per QBER, blind mode
+  (at most three messages). Asserted: f = disclosed / (n·h(Q)) ≤ 1.15 at QBER 2, 3,
+  5 and 8 %; at 1 % the target is NOT met: f ≈ 1.24 (the first-message efficiency
+  of :func:`default_efficiency`, calibrated on 128 frames per QBER for a
+  first-message FER ≤ ~10^-2: 0/128 failures at f = 1.24 and 4/128 at 1.22, 1 %;
+  1/128 at 1.15, 2 %; 0/128 at 1.13, 3 %; 0/128 at 1.12, 5 %; 1/128 at 1.09, 8 %).
+  At 1 % a 9·10^4-bit frame holds ~900 errors, whose binomial spread alone costs
+  ~6 % in f at FER 10^-2 on top of the rate-0.9 code's density-evolution threshold
+  (f ≈ 1.14). First-message failures are asserted ≤ 2 of 96 (a regression guard:
+  96 frames cannot show FER ≤ 10^-2 to high confidence), and every frame must end
+  identical to Alice's.
+* ``test_first_message_on_1e4_bit_frames``: 10^4-bit codewords keep working
+  (300 frames per QBER, f as calibrated for 9·10^3-bit frames: 1.48, 1.4, 1.25,
+  1.17), identical keys or a detected failure (Bob's syndrome check or the
+  verification tags) for every frame.
 * ``test_blind_round_rescues_failed_frames``: FER after the blind round cannot
   be measured at 10^-4 in the time budget. Instead the first message is made to
   fail on purpose (true QBER 30 % above the estimate) and we count frames the
-  reveal round does not rescue: 0 of the 195 forced failures (42, 73, 80)
-  gives P(fail after | fail first) ≤ ~1.5 % (95 %), so with FER₁ ≤ 10^-2 the FER of
-  frames Bob can flag is ≤ ~2·10^-4 after the blind round, under harsher
-  conditions than normal operation.
+  reveal round does not rescue: none of ~200 forced failures, i.e.
+  P(fail after | fail first) ≤ ~1.5 % (95 %), so with FER₁ ≤ 10^-2 the FER after
+  the blind round is ≤ ~2·10^-4, under harsher conditions than normal operation.
+* Error floor: the degree-2 information columns of rates 0.75–0.875 close short
+  cycles of degree-2 variables, i.e. low-weight codewords (lifted girth 10–12);
+  none was hit in 2×1024 frames at QBER 2 and 3 % (f 1.16–1.17) nor in these tests.
+  Such a frame would be invisible to Bob; verification catches it (checked on
+  10^4-bit frames below).
 """
 
 from __future__ import annotations
@@ -40,12 +41,16 @@ from groundkey_protocol.qkd.ldpc.rate import binary_entropy
 from groundkey_protocol.qkd.reconcile import ReconcileParams, run_pair
 from groundkey_protocol.qkd.verify import poly_hash64
 
-FRAME_BITS = 9_000
-_F_MAX = {0.01: 1.5, 0.02: 1.42, 0.05: 1.27, 0.08: 1.19}
+SHORT_FRAME_BITS = 9_000
+LONG_FRAME_BITS = 90_000
+_F_MAX_SHORT = {0.01: 1.55, 0.02: 1.45, 0.05: 1.3, 0.08: 1.22}
+#: Issue 5 target f ≤ 1.15 over 1–8 %; met from 2 % up, not at 1 % (see above).
+_F_MAX_LONG = {0.01: 1.25, 0.02: 1.15, 0.03: 1.15, 0.05: 1.15, 0.08: 1.15}
+_POINTS = [0x1234_5678_9ABC_DEF1, 0x0FED_CBA9_8765_4321]
 
 
 def _run(  # type: ignore[no-untyped-def]
-    method: str, qber: float, frames: int, true_qber: float, seed: int, frame_bits: int = FRAME_BITS
+    method: str, qber: float, frames: int, true_qber: float, seed: int, frame_bits: int
 ):
     rng = np.random.default_rng([seed, round(qber * 1e5)])
     alice_bits = rng.integers(0, 2, (frames, frame_bits), dtype=np.uint8)
@@ -58,49 +63,53 @@ def _run(  # type: ignore[no-untyped-def]
     return alice, bob, transcript, same, alice_bits
 
 
-@pytest.mark.parametrize("qber", sorted(_F_MAX))
-def test_first_message_fer_and_efficiency(qber: float) -> None:
-    alice, bob, transcript, same, alice_bits = _run("ldpc-blind", qber, 300, qber, seed=21)
+def _efficiency(bob: LdpcBob, qber: float) -> float:
+    return float(bob.disclosed_bits.mean()) / (bob.frame_bits * binary_entropy(qber))
+
+
+@pytest.mark.parametrize("qber", sorted(_F_MAX_LONG))
+def test_efficiency_and_fer_on_1e5_bit_frames(qber: float) -> None:
+    alice, bob, transcript, same, _ = _run("ldpc-blind", qber, 96, qber, 24, LONG_FRAME_BITS)
+    assert len(transcript) <= 3
+    assert bob._setup.plan.n == 100_000
+    first_errors = int((~bob.frame_ok_first | ~same).sum())
+    assert first_errors <= 2, f"first-message FER {first_errors / 96:.3f} at QBER {qber}"
+    assert same.all()
+    assert bob.frame_ok.all()
+    f_first = bob._setup.plan.efficiency(qber)
+    assert f_first == pytest.approx(default_efficiency(qber, LONG_FRAME_BITS), abs=0.005)
+    assert _efficiency(bob, qber) <= _F_MAX_LONG[qber]
+    assert np.array_equal(alice.disclosed_bits, bob.disclosed_bits)
+
+
+@pytest.mark.parametrize("qber", sorted(_F_MAX_SHORT))
+def test_first_message_on_1e4_bit_frames(qber: float) -> None:
+    alice, bob, transcript, same, alice_bits = _run(
+        "ldpc-blind", qber, 300, qber, 21, SHORT_FRAME_BITS
+    )
     assert len(transcript) <= 3
     # a first-message frame error: syndrome unmet, or met by a wrong codeword
     first_errors = int((~bob.frame_ok_first | ~same).sum())
     assert first_errors <= 6, f"first-message FER {first_errors / 300:.3f} at QBER {qber}"
     # identical keys or a detected failure (Bob's syndrome check or verification tags)
-    points = [0x1234_5678_9ABC_DEF1, 0x0FED_CBA9_8765_4321]
-    tags_differ = (poly_hash64(alice_bits, points) != poly_hash64(bob.corrected_bits, points)).any(
-        axis=1
-    )
+    tags_differ = (
+        poly_hash64(alice_bits, _POINTS) != poly_hash64(bob.corrected_bits, _POINTS)
+    ).any(axis=1)
     assert np.all(same | ~bob.frame_ok | tags_differ)
     assert np.array_equal(tags_differ, ~same)
-    # after the blind round only wrong-codeword decodings remain (error floor)
+    # after the blind round only wrong-codeword decodings could remain (error floor)
     assert int((~same).sum()) <= 2
     f_first = bob._setup.plan.efficiency(qber)
-    assert f_first == pytest.approx(default_efficiency(qber, FRAME_BITS), abs=0.01)
-    f = float(bob.disclosed_bits.sum()) / (
-        bob.disclosed_bits.size * FRAME_BITS * binary_entropy(qber)
-    )
-    assert f <= _F_MAX[qber]
+    assert f_first == pytest.approx(default_efficiency(qber, SHORT_FRAME_BITS), abs=0.01)
+    assert _efficiency(bob, qber) <= _F_MAX_SHORT[qber]
     assert np.array_equal(alice.disclosed_bits, bob.disclosed_bits)
 
 
 @pytest.mark.parametrize("qber", [0.02, 0.05, 0.08])
 def test_blind_round_rescues_failed_frames(qber: float) -> None:
-    _, bob, transcript, same, _ = _run("ldpc-blind", qber, 80, 1.3 * qber, seed=22)
+    _, bob, transcript, same, _ = _run("ldpc-blind", qber, 80, 1.3 * qber, 22, SHORT_FRAME_BITS)
     assert len(transcript) == 3
     forced = int((~bob.frame_ok_first).sum())
     assert forced >= 25  # the first message really failed often
     assert same.all(), f"{int((~same).sum())} of {forced} forced failures not rescued"
     assert bob.frame_ok.all()
-
-
-@pytest.mark.parametrize(("qber", "f_max"), [(0.05, 1.18), (0.08, 1.13)])
-def test_long_frames_reach_the_efficiency_target_at_high_qber(qber: float, f_max: float) -> None:
-    """4.5·10^4-bit frames, 80 per QBER: f ≤ 1.15 at 8 % (≤ 1.18 at 5 %), no frame lost."""
-    frame_bits = 45_000
-    alice, bob, transcript, same, _ = _run("ldpc-blind", qber, 80, qber, 23, frame_bits)
-    assert len(transcript) <= 3
-    assert int((~bob.frame_ok_first | ~same).sum()) <= 1
-    assert same.all()
-    f = float(bob.disclosed_bits.mean()) / (frame_bits * binary_entropy(qber))
-    assert f <= f_max
-    assert np.array_equal(alice.disclosed_bits, bob.disclosed_bits)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
 
 from groundkey_protocol.qkd.ldpc.construction import (
     BASE_COLUMNS,
+    DEG2_MIN_Z,
     MOTHER_RATES,
     QcLdpcCode,
     build_code,
@@ -73,3 +76,52 @@ def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(ValueError, match="shape"):
         code.syndrome(np.zeros((1, 10), dtype=np.uint8))
     assert "rate=0.500" in repr(code)
+
+
+def _deg2_girth(code: QcLdpcCode) -> int:
+    """Shortest cycle of degree-2 variables in the lifted graph (= lightest such codeword)."""
+    checks, variables = code.edges
+    deg = np.bincount(variables, minlength=code.n)
+    sel = deg[variables] == 2
+    pairs = checks[sel][np.argsort(variables[sel], kind="stable")].reshape(-1, 2)
+    adj: list[list[tuple[int, int]]] = [[] for _ in range(code.m)]
+    for e, (a, b) in enumerate(pairs.tolist()):
+        adj[a].append((b, e))
+        adj[b].append((a, e))
+    best = code.m
+    for row in range(code.mb):  # by the QC symmetry, one start check per block row
+        start = row * code.z
+        dist, via, queue = {start: 0}, {start: -1}, deque([start])
+        while queue:
+            u = queue.popleft()
+            if 2 * dist[u] + 1 >= best:
+                break
+            for v, e in adj[u]:
+                if e == via[u]:
+                    continue
+                if v in dist:
+                    best = min(best, dist[u] + dist[v] + 1)
+                else:
+                    dist[v], via[v] = dist[u] + 1, e
+                    queue.append(v)
+    return best
+
+
+def test_degree_two_information_columns_only_on_long_codes() -> None:
+    """Long codes of rates 0.75–0.875 get 15 % degree-2 information columns, whose
+    lifted degree-2 cycles (codewords) are kept as long as the graph's growth allows;
+    short codes (Z < DEG2_MIN_Z) do without, and so do the lowest and highest rates
+    (where the parity chain, one long cycle, is the only degree-2 structure)."""
+    long = build_code(0.8, 100_000)
+    assert long.z >= DEG2_MIN_Z
+    assert np.array_equal(long.base, build_code(0.8, 100_000).base)
+    kb = long.nb - long.mb
+    col_deg = (long.base >= 0).sum(axis=0)
+    assert int((col_deg[:kb] == 2).sum()) == round(0.15 * kb)
+    assert _deg2_girth(long) >= 12
+    assert _deg2_girth(build_code(0.85, 100_000)) >= 10
+    for rate, n in ((0.8, 10_000), (0.6, 100_000), (0.9, 100_000), (0.92, 100_000)):
+        code = build_code(rate, n)
+        info_deg = (code.base >= 0).sum(axis=0)[: code.nb - code.mb]
+        assert np.all(info_deg >= 3), (rate, n)
+    assert _deg2_girth(build_code(0.9, 20_000)) >= 100  # the parity chain alone

@@ -133,35 +133,51 @@ class BpDecoder:
         tiny = np.float32(1e-7)
         big = np.float32(40.0)
         huge = np.float32(80.0)  # expm1 stays finite in float32
+        most = max(len(b) for b, _ in self._layers) * z * frames
+        v2c_buf = np.empty(most, dtype=np.float32)
+        mag_buf = np.empty(most, dtype=np.float32)
+        sign_buf = np.empty(most, dtype=np.uint32)
+        # frames whose result is recorded but that still sit in the working set:
+        # compacting the arrays costs a full copy, so it waits until enough finish
+        recorded = np.zeros(frames, dtype=bool)
         for it in range(self.max_iterations + 1):
             bad = self._unsatisfied(total, synd)
             finished = ~bad if it < self.max_iterations else np.ones_like(bad)
-            if finished.any():
-                idx = active[finished]
-                bits[idx] = (total[:, :, finished] < 0).reshape(code.n, -1).T
-                ok[idx] = ~bad[finished]
+            new = finished & ~recorded
+            if new.any():
+                idx = active[new]
+                bits[idx] = (total[:, :, new] < 0).reshape(code.n, -1).T
+                ok[idx] = ~bad[new]
                 iterations[idx] = it
-                keep = ~finished
+                recorded |= new
+                keep = ~recorded
                 if not keep.any():
                     break
-                active = active[keep]
-                total = np.ascontiguousarray(total[:, :, keep])
-                synd = np.ascontiguousarray(synd[:, keep])
-                synd_sign = np.ascontiguousarray(synd_sign[:, keep])
-                c2v = [np.ascontiguousarray(c[:, :, keep]) for c in c2v]
+                if keep.sum() <= 0.75 * keep.size:
+                    active = active[keep]
+                    recorded = recorded[keep]
+                    total = np.ascontiguousarray(total[:, :, keep])
+                    synd = np.ascontiguousarray(synd[:, keep])
+                    synd_sign = np.ascontiguousarray(synd_sign[:, keep])
+                    c2v = [np.ascontiguousarray(c[:, :, keep]) for c in c2v]
+            fa = total.shape[2]
             for (blocks, rows), msg in zip(self._layers, c2v, strict=True):
-                v2c = np.empty_like(msg)
+                # work arrays are views of preallocated buffers (no page faults)
+                size = len(blocks) * z * fa
+                v2c = v2c_buf[:size].reshape(msg.shape)
+                sign = sign_buf[:size].reshape(msg.shape)
+                mag = mag_buf[:size].reshape(msg.shape)
                 for k, (j, s) in enumerate(blocks):
                     v2c[k, : z - s] = total[j, s:]
                     v2c[k, z - s :] = total[j, :s]
                 v2c -= msg
                 # sign of each outgoing message: XOR of the other inputs' sign bits
                 # and the syndrome bit = (XOR of all) ^ (own), on the float32 bits
-                sign = np.bitwise_and(v2c.view(np.uint32), _SIGN_BIT)
+                np.bitwise_and(v2c.view(np.uint32), _SIGN_BIT, out=sign)
                 parity = np.bitwise_xor.reduce(sign, axis=0)
                 parity ^= synd_sign[rows]
                 np.bitwise_xor(sign, parity, out=sign)
-                mag = np.abs(v2c)
+                np.abs(v2c, out=mag)
                 np.clip(mag, tiny, big, out=mag)
                 phi = _phi(mag, mag)
                 acc = phi.sum(axis=0)
