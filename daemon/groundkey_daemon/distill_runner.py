@@ -5,7 +5,8 @@ recovers the satellite clock (:func:`~groundkey_protocol.qkd.sync.recover`),
 squashes clicks into detections, and runs :class:`DistillBob` against the
 satellite over the authenticated link (:class:`~groundkey_daemon.link.ZmqLinkClient`,
 blocking, inside the worker). The result carries the key material back to the
-daemon, which stores it; nothing key-related is logged.
+daemon, which stores it and then commits the block at the satellite
+(:func:`~groundkey_daemon.link.commit_block`); nothing key-related is logged.
 
 :class:`DistillRunner` owns the process pool (``forkserver``: no fork of a
 threaded daemon) and measures the event loop's lag while blocks are being
@@ -178,9 +179,7 @@ def distill_block(job: BlockJob) -> BlockResult:
                 for message in out:
                     client.send(session, message)
             outcome = bob.outcome
-            if outcome is not None and outcome.ok:
-                client.send(session, BlockReady(block_id=job.block_id, detail="commit"))
-            elif outcome is not None and "peer aborted" not in outcome.reason:
+            if outcome is not None and not outcome.ok and "peer aborted" not in outcome.reason:
                 client.abort(session, outcome.reason)
         except LinkError as exc:
             log.warning("block %s aborted: %s", job.block_id, exc)

@@ -17,7 +17,9 @@ pre-positioning time and runs the pass:
   the :class:`DistillRunner` (a worker process recovers the clock and runs Bob
   against the satellite over the authenticated link);
 - *store + publish*: a key is stored durably (:class:`KeyStore`) and only then
-  announced (telemetry key-exchange event, metrics).
+  announced (telemetry key-exchange event, metrics) and committed at the
+  satellite (two-phase: a block stays ``stored`` in the spool until the
+  satellite confirms, and the commit is repeated after a restart).
 
 Every state change is logged and published (``StationStatus`` with the state in
 ``detail``; ``PassEvent`` for scheduled/aos/los/completed/aborted). Blocks left
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +49,7 @@ from groundkey_daemon.config import Config
 from groundkey_daemon.daemon_config import DaemonConfig
 from groundkey_daemon.distill_runner import BlockJob, BlockResult, DistillRunner, SyncSettings
 from groundkey_daemon.keystore import KeyBlock, KeyStore, key_ids_for
-from groundkey_daemon.link import LinkSettings
+from groundkey_daemon.link import LinkError, LinkSettings, commit_block
 from groundkey_daemon.metrics import Metrics
 from groundkey_daemon.spool import BlockRef, Spool
 from groundkey_daemon.supervisor import DropQueue
@@ -114,6 +117,33 @@ class PassReport:
     key_blocks: int = 0
     key_bits: int = 0
     results: list[BlockResult] = field(default_factory=list)
+
+
+class _RateWindow:
+    """Per-channel count rates over tagger time, reported about once per wall second."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        self.every_s = every_s
+        self._counts = np.zeros(256, dtype=np.int64)
+        self._first_ps: int | None = None
+        self._last_ps = 0
+        self._next_wall = time.monotonic()
+
+    def add(self, ts: np.ndarray, ch: np.ndarray) -> tuple[float, dict[str, float]] | None:
+        if ts.size:
+            self._counts += np.bincount(ch, minlength=256)[:256]
+            if self._first_ps is None:
+                self._first_ps = int(ts[0])
+            self._last_ps = int(ts[-1])
+        now = time.monotonic()
+        if now < self._next_wall or self._first_ps is None or self._last_ps <= self._first_ps:
+            return None
+        span_s = (self._last_ps - self._first_ps) * 1e-12
+        rates = {str(c): float(self._counts[c] / span_s) for c in np.flatnonzero(self._counts)}
+        self._counts[:] = 0
+        self._first_ps = None
+        self._next_wall = now + self.every_s
+        return span_s, rates
 
 
 class Lifecycle:
@@ -366,7 +396,12 @@ class Lifecycle:
         self._pass_event(plan, "los")
 
     async def _track(self, plan: PassPlan) -> None:
-        from groundkey_daemon.tracking import Tracker, TrackingSettings, rotator_from_config
+        from groundkey_daemon.tracking import (
+            Tracker,
+            TrackingSettings,
+            TrackSample,
+            rotator_from_config,
+        )
 
         cfg = self.config
         legacy = Config(station=cfg.station, rotator=cfg.rotator, tracking=cfg.tracking)
@@ -375,24 +410,21 @@ class Lifecycle:
         station = Station(st.lat_deg, st.lon_deg, st.alt_m)
         last = [0.0]
 
-        def on_sample(sample: Any) -> None:
+        def on_sample(sample: TrackSample) -> None:
             self.progress()
             now = time.monotonic()
-            if self.hub is None or now - last[0] < 1.0:
+            if self.hub is None or sample.reported is None or now - last[0] < 1.0:
                 return
             last[0] = now
-            reported = getattr(sample, "reported", None)
-            commanded = getattr(sample, "commanded", None)
-            if reported is None:
-                return
+            error = sample.error_deg
             self.hub.publish(
                 tm.Pointing(
                     station=self.hub.station,
-                    az_deg=float(reported.az_deg),
-                    el_deg=float(reported.el_deg),
-                    target_az_deg=float(commanded.az_deg) if commanded is not None else None,
-                    target_el_deg=float(commanded.el_deg) if commanded is not None else None,
-                    error_deg=getattr(sample, "error_deg", None),
+                    az_deg=float(sample.reported.az_deg),
+                    el_deg=float(sample.reported.el_deg),
+                    target_az_deg=float(sample.satellite.az_deg),
+                    target_el_deg=float(sample.satellite.el_deg),
+                    error_deg=None if math.isnan(error) else float(error),
                     norad_id=plan.tle.norad_id,
                 )
             )
@@ -452,8 +484,17 @@ class Lifecycle:
                 self._event(report, "acquire")
                 writer = asyncio.create_task(self._spool_writer(plan, report, meta))
                 try:
+                    rates = _RateWindow()
                     async for batch in tagger.batches():
                         self.progress()
+                        published = rates.add(batch.timestamps_ps, batch.channels)
+                        if published is not None and self.hub is not None:
+                            window_s, rates_hz = published
+                            self.hub.publish(
+                                tm.CountRates(
+                                    station=self.hub.station, rates_hz=rates_hz, window_s=window_s
+                                )
+                            )
                         if not self.queue.put_nowait((batch.timestamps_ps, batch.channels)):
                             report.dropped_chunks += 1
                         if self._stop_acquire.is_set() or self.clock.now_s() >= los_s:
@@ -506,6 +547,18 @@ class Lifecycle:
         self._blocks.add(task)
         task.add_done_callback(self._blocks.discard)
 
+    def _link_settings(self) -> LinkSettings:
+        cfg = self.config
+        assert self.link_key is not None
+        return LinkSettings(
+            cfg.link.endpoint,
+            self.link_key,
+            local=cfg.link.local,
+            peer=cfg.link.peer,
+            timeout_s=cfg.link.timeout_s,
+            window=cfg.link.replay_window,
+        )
+
     def _job(self, ref: BlockRef) -> BlockJob:
         cfg = self.config
         acq, d = cfg.acquisition, cfg.distill
@@ -515,14 +568,7 @@ class Lifecycle:
         return BlockJob(
             pass_id=ref.pass_id,
             chunk_paths=tuple(self.spool.chunk_paths(ref)),
-            link=LinkSettings(
-                cfg.link.endpoint,
-                self.link_key,
-                local=cfg.link.local,
-                peer=cfg.link.peer,
-                timeout_s=cfg.link.timeout_s,
-                window=cfg.link.replay_window,
-            ),
+            link=self._link_settings(),
             params=params,
             sync=SyncSettings(
                 t_ps,
@@ -548,15 +594,28 @@ class Lifecycle:
                 report.results.append(result)
             if result.ok:
                 await self._store(result, report)
-            else:
-                log.warning("block %s: no key: %s", job.block_id, result.reason)
-                if self.metrics is not None:
-                    self.metrics.key_blocks.labels(outcome="aborted").inc()
-                if report is not None:
-                    report.reasons.append(f"block {ref.index}: {result.reason}")
+                ref = await asyncio.to_thread(self.spool.mark, ref, "stored", status="key")
+                await self._commit(ref, job.block_id)
+                return
+            log.warning("block %s: no key: %s", job.block_id, result.reason)
+            if self.metrics is not None:
+                self.metrics.key_blocks.labels(outcome="aborted").inc()
+            if report is not None:
+                report.reasons.append(f"block {ref.index}: {result.reason}")
             await asyncio.to_thread(
                 self.spool.mark, ref, "done", status=result.status, reason=result.reason
             )
+
+    async def _commit(self, ref: BlockRef, block_id: str) -> bool:
+        """Second phase at the satellite; the block stays "stored" (retried) on failure."""
+        try:
+            await asyncio.to_thread(commit_block, self._link_settings(), block_id)
+        except (LinkError, OSError) as exc:
+            log.warning("block %s: commit not confirmed yet (%s); retried later", block_id, exc)
+            return False
+        await asyncio.to_thread(self.spool.mark, ref, "done")
+        log.info("block %s committed at the satellite", block_id)
+        return True
 
     async def _store(self, result: BlockResult, report: PassReport | None) -> None:
         self._event(report, "store", f"block {result.block_id}")
@@ -586,14 +645,17 @@ class Lifecycle:
         for ref in refs:
             if ref.state == "done":
                 continue
+            linked = bool(self.config.link.endpoint and self.link_key is not None)
             old = ref.meta.get("block_id")
             if old:
                 states = await self.store.key_states(key_ids_for(str(old), 1))
                 if states:
                     log.info("block %s was stored before the restart", old)
-                    await asyncio.to_thread(self.spool.mark, ref, "done", status="key")
+                    ref = await asyncio.to_thread(self.spool.mark, ref, "stored", status="key")
+                    if linked:
+                        await self._commit(ref, str(old))
                     continue
-            if not (self.config.link.endpoint and self.link_key is not None):
+            if not linked:
                 continue
             log.info("pass %s block %d: distilling after a restart", ref.pass_id, ref.index)
             self._spawn_block(ref, None)

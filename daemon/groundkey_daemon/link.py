@@ -12,9 +12,12 @@ pre-shared link key with direction contexts ``"<local>/<block_id>"`` ->
 of one block never verifies in another, a reflected frame never verifies at its
 sender, and a repeated or older frame is a :class:`ReplayError`. A block starts
 with :class:`BlockOpen` (the station's distillation parameters) answered by
-:class:`BlockReady`. Any frame that fails authentication aborts the block at the
-receiving end (which says so with a sealed ``BlockAbort`` when it still can),
-is logged, and never yields a key.
+:class:`BlockReady`. Keys are kept by a two-phase commit: the satellite holds
+Alice's key until the station, having stored Bob's key durably, sends a commit
+on a separate per-block session (route ``commit/<block_id>``), which the
+station repeats after a restart until it is confirmed. Any frame that fails
+authentication aborts the block at the receiving end (which says so with a
+sealed ``BlockAbort`` when it still can), is logged, and never yields a key.
 
 :class:`LinkSession` is the sans-I/O part; :class:`ZmqLinkClient` is a blocking
 client for worker processes (the distillation runner), so the event loop never
@@ -59,18 +62,16 @@ LINGER_MS = 200
 
 
 class _BlockOpen(LinkMessage, frozen=True, kw_only=True, tag="block.open"):
-    """Station -> satellite: start a key block; ``params`` is JSON (distillation settings).
-
-    Station -> satellite ``BlockReady(detail="commit")`` after Bob's key: the
-    satellite keeps its key only then.
-    """
+    """Station -> satellite: start a key block; ``params`` is JSON (distillation settings)."""
 
     pass_id: str
     params: str
 
 
 class _BlockReady(LinkMessage, frozen=True, kw_only=True, tag="block.ready"):
-    """Satellite -> station: the block is open, Alice holds the record for it."""
+    """Satellite -> station: the block is open (``detail=""``). On the commit session:
+    station -> satellite ``"commit"`` (the station stored its key), satellite -> station
+    ``"committed"`` (the satellite keeps its key)."""
 
     detail: str = ""
 
@@ -113,10 +114,20 @@ class LinkSession:
     """One block's authenticated message stream (sans-I/O)."""
 
     def __init__(
-        self, link_key: bytes, *, block_id: str, local: str, peer: str, window: int = 64
+        self,
+        link_key: bytes,
+        *,
+        block_id: str,
+        local: str,
+        peer: str,
+        window: int = 64,
+        commit: bool = False,
     ) -> None:
+        if commit:
+            local, peer = f"{local}-commit", f"{peer}-commit"
         me, them = session_names(local, peer, block_id)
         self.block_id = block_id
+        self.route = (f"commit/{block_id}" if commit else block_id).encode()
         self._auth = HmacAuth(link_key, local=me, remote=them, window=window)
         self.sent = 0
         self.received = 0
@@ -131,11 +142,11 @@ class LinkSession:
         if message.block_id != self.block_id:
             raise ValueError("message belongs to another block")
         self.sent += 1
-        return [self.block_id.encode(), self._auth.seal(encode_message(message))]
+        return [self.route, self._auth.seal(encode_message(message))]
 
     def open(self, frames: list[bytes]) -> LinkMessage:
         """Verify and decode one incoming ZeroMQ message; LinkAborted on any failure."""
-        if len(frames) != 2 or frames[0] != self.block_id.encode():
+        if len(frames) != 2 or frames[0] != self.route:
             raise LinkAborted(f"block {self.block_id}: malformed link message")
         try:
             payload = self._auth.open(frames[1])
@@ -224,10 +235,25 @@ class ZmqLinkClient:
             if not self._sock.poll(left_ms, zmq.POLLIN):
                 raise LinkTimeout(f"no answer from the satellite within {wait_s:g} s")
             frames = self._sock.recv_multipart()
-            if frames and frames[0] != session.block_id.encode():
+            if frames and frames[0] != session.route:
                 log.warning("dropping a link message for another block")
                 continue
             return session.open(frames)
+
+    def commit(self, block_id: str) -> None:
+        """Second phase: the station stored the block's key; the satellite keeps its key.
+
+        Its own session (``"<local>-commit/<block_id>"``, route ``commit/<block_id>``),
+        idempotent, so it can be repeated after a restart. LinkError unless confirmed.
+        """
+        s = self.settings
+        session = LinkSession(
+            s.link_key, block_id=block_id, local=s.local, peer=s.peer, commit=True
+        )
+        self.send(session, BlockReady(block_id=block_id, detail="commit"))
+        reply = self.receive(session)
+        if not isinstance(reply, BlockReady) or reply.detail != "committed":
+            raise LinkError(f"block {block_id}: commit refused: {reply!r}")
 
     def abort(self, session: LinkSession, reason: str) -> None:
         """Tell the satellite the block is over (best effort)."""
@@ -263,3 +289,9 @@ def load_link_key(name: str) -> bytes:
     if len(key) < 16:
         raise UserError(f"link key {name}: must be at least 16 bytes")
     return key
+
+
+def commit_block(settings: LinkSettings, block_id: str) -> None:
+    """Blocking commit of one block (run it in a thread); LinkError unless confirmed."""
+    with ZmqLinkClient(settings) as client:
+        client.commit(block_id)

@@ -4,6 +4,7 @@ that tampers with or replays frames aborts the block and never yields a key."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -17,7 +18,14 @@ import pytest
 import zmq
 
 from groundkey_daemon.distill_runner import BlockJob, DistillRunner, distill_block
-from groundkey_daemon.link import BlockOpen, LinkAborted, LinkSession, LinkSettings
+from groundkey_daemon.link import (
+    BlockOpen,
+    LinkAborted,
+    LinkError,
+    LinkSession,
+    LinkSettings,
+    commit_block,
+)
 from groundkey_daemon.spool import Spool
 from groundkey_protocol.link.messages import BlockAbort
 from groundkey_sim.downlink import Downlink, preset
@@ -122,6 +130,10 @@ async def test_block_distills_to_identical_keys_over_the_real_link(
     assert result.messages > 10
     assert LINK_KEY.hex() not in repr(result)
     assert "material" not in repr(result)
+    # two-phase: Alice keeps her key only once the station (having stored) commits
+    assert not (keys_dir / f"{result.block_id}.key").exists()
+    await asyncio.to_thread(commit_block, job.link, result.block_id)
+    await asyncio.to_thread(commit_block, job.link, result.block_id)  # idempotent
     alice_key = wait_for_file(keys_dir / f"{result.block_id}.key")
     assert alice_key == result.material[: result.key_bits // 8]
     assert runner.lag.samples > 0  # the loop kept running while the worker distilled
@@ -217,6 +229,8 @@ def test_tampered_or_replayed_frame_aborts_the_block(
     assert result.material == b""
     assert result.key_bits == 0
     assert "authentication failed" in result.reason, result.reason
+    with pytest.raises(LinkError, match="commit refused"):
+        commit_block(LinkSettings(endpoint, LINK_KEY, timeout_s=20.0), result.block_id)
     log = stop(proc)
     assert not (keys_dir / f"{result.block_id}.key").exists()
     if direction == "up":
@@ -243,3 +257,27 @@ def test_session_rejects_frames_of_other_blocks_and_reflections() -> None:
             ground_a.seal(BlockAbort(block_id=a, reason="y"))
         )
     assert np.frombuffer(frames[1][:2], dtype=np.uint8).tobytes() == b"GA"
+
+
+def test_satellite_peer_refuses_forged_and_replayed_openings() -> None:
+    from groundkey_sim.downlink.source import Alice
+    from groundkey_sim.satellite import AliceRecord, SatellitePeer
+
+    peer = SatellitePeer(LINK_KEY, AliceRecord(Alice(SEED)), rng=np.random.default_rng(1))
+    block = str(uuid.uuid4())
+    forged = LinkSession(bytes(32), block_id=block, local="ground", peer="satellite")
+    opening = BlockOpen(block_id=block, pass_id="p", params='{"frame_bits": 1000}')
+    assert peer.handle(forged.seal(opening)) == []  # wrong key: no session, no answer
+    assert peer.rejected == 1
+
+    ground = LinkSession(LINK_KEY, block_id=block, local="ground", peer="satellite")
+    frames = ground.seal(opening)
+    (reply,) = peer.handle(frames)
+    assert ground.open(reply).block_id == block  # BlockReady, authenticated
+    (abort,) = peer.handle(frames)  # the same opening again: a replay aborts the block
+    message = ground.open(abort)
+    assert isinstance(message, BlockAbort)
+    assert message.reason == "authentication failed"
+    assert peer.handle(frames) == []  # and the ended block stays closed
+    assert peer.aborted == 1
+    assert peer.keys == 0

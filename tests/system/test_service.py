@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -62,32 +63,47 @@ port = {metrics_port}
 
 
 class Notify:
-    """A systemd-like NOTIFY_SOCKET receiver."""
+    """A systemd-like NOTIFY_SOCKET receiver that keeps reading, as systemd does
+    (sd_notify blocks when nobody drains the socket)."""
 
     def __init__(self, directory: Path) -> None:
         self.path = str(directory / "notify.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
         self.messages: list[str] = []
+        self._changed = threading.Condition()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
 
-    def wait_for(self, needle: str, timeout_s: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        for message in self.messages:
-            if needle in message:
-                return message
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no {needle!r} from the daemon; got {self.messages}"
-            self.sock.settimeout(left)
+    def _read(self) -> None:
+        while not self._done.is_set():
             try:
                 message = self.sock.recv(4096).decode()
             except TimeoutError:
                 continue
-            self.messages.append(message)
-            if needle in message:
-                return message
+            except OSError:
+                return
+            with self._changed:
+                self.messages.append(message)
+                self._changed.notify_all()
+
+    def wait_for(self, needle: str, timeout_s: float = 60.0, *, since: int = 0) -> str:
+        """The first message from index ``since`` on that contains ``needle``."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                for message in self.messages[since:]:
+                    if needle in message:
+                        return message
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {needle!r} from the daemon; got {self.messages}"
+                self._changed.wait(left)
 
     def close(self) -> None:
+        self._done.set()
+        self._thread.join(5)
         self.sock.close()
 
 

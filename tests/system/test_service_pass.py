@@ -6,6 +6,7 @@ the key in the daemon's store is identical to the satellite's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,12 +18,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import zmq
 
+from groundkey_daemon.spool import Spool
 from tests.system.test_service import TLE, Notify, free_port
 
 SPEED = 60.0
-EPOCH = "2016-12-19T16:48:20Z"  # 23 s before AOS of the Micius pass over Xinglong
+EPOCH = "2016-12-19T16:47:30Z"  # 73 s before AOS of the Micius pass over Xinglong
 SEED = 77
 LINK_KEY = bytes(range(100, 132))
 
@@ -77,7 +80,16 @@ class Subscriber(threading.Thread):
         self.ctx.term()
 
 
-def test_one_accelerated_pass_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "fault",
+    [None, ("SIGTERM", "distill"), ("SIGKILL", "distill"), ("SIGKILL", "store")],
+    ids=["whole-pass", "sigterm-distilling", "sigkill-distilling", "sigkill-storing"],
+)
+def test_one_accelerated_pass_end_to_end(tmp_path: Path, fault: tuple[str, str] | None) -> None:
+    """The whole pass. SIGTERM while a block is distilling: the daemon finishes that
+    block (stored, identical at both ends), stops acquiring and exits 0. SIGKILL of the
+    whole service while distilling or storing, then a restart: the spooled block is
+    recovered, the pass goes on, and both ends hold exactly the same keys."""
     anchor = time.time() + 4.0
     clock = f"sim:{EPOCH},speed={SPEED},anchor={anchor}"
     key_file = tmp_path / "link.key"
@@ -124,7 +136,7 @@ slew_rate_el_deg_s = 12.0
 
 [tracking]
 threshold_deg = 1.5
-preposition_s = 20.0
+preposition_s = 60.0
 
 [service]
 clock = "{clock}"
@@ -171,57 +183,89 @@ frame_bits = 50000
         sub = Subscriber(pub)
         sub.start()
         env = {**os.environ, "NOTIFY_SOCKET": notify.path}
-        # stderr to a file: worker processes inherit it, and a pipe would stay open
-        with daemon_log.open("w") as err:
-            daemon = subprocess.Popen(
-                [sys.executable, "-m", "groundkey_daemon.cli", "-v", "run", "--config",
-                 str(config)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )  # fmt: skip
-        notify.wait_for("READY=1")
+
+        def start() -> subprocess.Popen[bytes]:
+            # stderr to a file: worker processes inherit it, and a pipe would stay
+            # open; a session of its own, so a crash can take all of it, as systemd does
+            with daemon_log.open("a") as err:
+                return subprocess.Popen(
+                    [sys.executable, "-m", "groundkey_daemon.cli", "-v", "run", "--config",
+                     str(config)],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    start_new_session=True,
+                )  # fmt: skip
+
+        daemon = start()
         try:
+            notify.wait_for("READY=1")
+            if fault is not None:
+                sig, state = fault
+                notify.wait_for(f": {state}")
+                if sig == "SIGTERM":
+                    daemon.send_signal(signal.SIGTERM)
+                else:
+                    os.killpg(daemon.pid, signal.SIGKILL)
+                    daemon.wait()
+                    mark = len(notify.messages)
+                    daemon = start()
+                    notify.wait_for("READY=1", since=mark)
             code = daemon.wait(timeout=100)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, AssertionError):
             daemon.send_signal(signal.SIGUSR1)
             time.sleep(1)
-            daemon.kill()
-            daemon.wait()
             code = -9
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
         log = daemon_log.read_text()
         assert code == 0, log
     finally:
-        logs = {p.args[3] if len(p.args) > 3 else "?": stop(p) for p in procs}  # type: ignore[index]
+        logs = {str(p.args): stop(p) for p in procs}
         if sub is not None:
             sub.close()
         notify.close()
 
-    for state in ("preposition", "track", "arm", "acquire", "sync", "distill", "store",
-                  "publish", "disarm", "park", "completed"):  # fmt: skip
+    states = ["preposition", "track", "arm", "acquire", "sync", "distill", "store", "publish",
+              "disarm"]  # fmt: skip
+    if fault is not None and fault[0] == "SIGTERM":
+        assert "stopping: SIGTERM" in log
+        assert "exit code 0" in log
+        spooled = Spool(tmp_path / "state" / "spool").blocks()
+        assert spooled, "the pass's raw data stays spooled until the pass completes"
+        assert {b.state for b in spooled} == {"done"}  # the block in flight was finished
+    else:
+        states += ["park", "completed"]
+    if fault is not None and fault[0] == "SIGKILL":
+        assert log.count("supervisor: ready") == 2
+        assert "distilling after a restart" in log or "was stored before the restart" in log
+    for state in states:
         assert f": {state}" in log, (state, log)
-    db = sqlite3.connect(
-        tmp_path
-        / "state"
-        / next(p.name for p in (tmp_path / "state").iterdir() if p.suffix in (".db", ".sqlite"))
-    )
+    db = sqlite3.connect(tmp_path / "state" / "keys.sqlite3")
     blocks = db.execute("SELECT block_id, length_bits, qber FROM blocks").fetchall()
-    assert len(blocks) == 1, (blocks, log)
-    block_id, length_bits, qber = blocks[0]
-    assert 0.005 < qber < 0.03
-    material = b"".join(
-        row[0]
-        for row in db.execute(
-            "SELECT material FROM keys WHERE block_id = ? ORDER BY idx", (block_id,)
+    assert blocks, log
+    stored: dict[str, bytes] = {}
+    for block_id, length_bits, qber in blocks:
+        assert 0.005 < qber < 0.03
+        stored[block_id] = b"".join(
+            row[0]
+            for row in db.execute(
+                "SELECT material FROM keys WHERE block_id = ? ORDER BY idx", (block_id,)
+            )
         )
-    )
+        assert len(stored[block_id]) == (length_bits // 8) // 32 * 32  # whole 32-byte keys
+        assert len(stored[block_id]) > 1000
     db.close()
-    alice = (sat_keys / f"{block_id}.key").read_bytes()
-    assert len(material) == length_bits // 8 > 100
-    assert alice[: len(material)] == material  # identical keys at both ends
+    # both ends agree on every stored key: the same blocks, the same bits
+    alice = {p.stem: p.read_bytes() for p in sat_keys.glob("*.key")}
+    assert set(alice) == set(stored), (alice.keys(), stored.keys(), log)
+    for block_id, material in stored.items():
+        assert alice[block_id][: len(material)] == material
     kinds = [m["type"] for m in sub.messages] if sub else []
-    assert "keyexchange" in kinds, kinds
+    assert {"keyexchange", "counts", "pass", "status", "pointing"} <= set(kinds), kinds
     exchange = next(m for m in sub.messages if m["type"] == "keyexchange") if sub else {}
-    assert exchange["block_id"] == block_id
+    assert exchange["block_id"] in stored
     assert LINK_KEY.hex() not in log
     assert "Traceback" not in log, logs

@@ -6,8 +6,10 @@ ZeroMQ message is ``[block_id, auth frame]``; the auth frame
 carries one encoded link message. Each block has its own session with direction
 contexts ``"<peer>/<block_id>"`` -> ``"<local>/<block_id>"``. A block starts with
 ``BlockOpen`` (the station's distillation settings) and the satellite answers
-``BlockReady``; the station's ``BlockReady(detail="commit")`` after the last step
-makes the satellite keep its key.
+``BlockReady``. Alice's key is kept only when the station commits the block (it
+stored Bob's key): ``BlockReady(detail="commit")`` on the separate, idempotent
+commit session (route ``commit/<block_id>``, contexts ``"<peer>-commit/<block_id>"``),
+answered ``BlockReady(detail="committed")``.
 
 A frame that fails authentication (tampered, forged, replayed, reflected) aborts
 its block: the satellite logs it, answers a sealed ``BlockAbort`` and forgets the
@@ -100,7 +102,6 @@ class AliceRecord:
 class _Session:
     auth: HmacAuth
     alice: DistillAlice
-    key: KeyBlock | None = None
 
 
 class SatellitePeer:
@@ -126,6 +127,8 @@ class SatellitePeer:
         self.max_sessions = max_sessions
         self._sessions: collections.OrderedDict[str, _Session] = collections.OrderedDict()
         self._finished: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._awaiting: collections.OrderedDict[str, KeyBlock] = collections.OrderedDict()
+        self._committed: collections.OrderedDict[str, bool] = collections.OrderedDict()
         self.rejected = 0
         self.aborted = 0
         self.keys = 0
@@ -154,12 +157,16 @@ class SatellitePeer:
             self.rejected += 1
             log.warning("rejected a malformed link message (%d frames)", len(frames))
             return []
+        route = frames[0]
+        commit = route.startswith(b"commit/")
         try:
-            block_id = str(uuid.UUID(frames[0].decode("ascii")))
+            block_id = str(uuid.UUID(route.removeprefix(b"commit/").decode("ascii")))
         except (UnicodeDecodeError, ValueError):
             self.rejected += 1
             log.warning("rejected a link message with a bad block id")
             return []
+        if commit:
+            return self._commit(block_id, frames[1])
         if block_id in self._finished:
             self.rejected += 1
             log.warning("block %s: message after the block ended (replay?) ignored", block_id)
@@ -176,8 +183,6 @@ class SatellitePeer:
             reason = "authentication failed" if auth_failed else "bad frame"
             log.warning("block %s: %s (%s): block aborted", block_id, reason, exc)
             return self._abort(block_id, session, reason)
-        if isinstance(message, BlockReady):
-            return self._commit(block_id, session, message.detail)
         try:
             out = session.alice.receive(message)
         except ProtocolError as exc:
@@ -187,7 +192,10 @@ class SatellitePeer:
         outcome = session.alice.outcome
         if outcome is not None:
             if outcome.ok and outcome.key is not None:
-                session.key = outcome.key  # kept only on the station's commit
+                self._awaiting[block_id] = outcome.key  # kept only on the station's commit
+                while len(self._awaiting) > self.max_sessions:
+                    self._awaiting.popitem(last=False)
+                self._finish(block_id, "awaiting-commit")
             else:
                 self.aborted += 1
                 log.info("block %s ended without a key: %s", block_id, outcome.reason)
@@ -228,18 +236,39 @@ class SatellitePeer:
 
     def _abort(self, block_id: str, session: _Session, reason: str) -> list[list[bytes]]:
         self.aborted += 1
-        session.key = None
+        self._awaiting.pop(block_id, None)
         self._finish(block_id, "aborted")
         return self._frames(block_id, session.auth, [BlockAbort(block_id=block_id, reason=reason)])
 
-    def _commit(self, block_id: str, session: _Session, detail: str) -> list[list[bytes]]:
-        if detail != "commit" or session.key is None:
-            log.warning("block %s: unexpected BlockReady(%r): block aborted", block_id, detail)
-            return self._abort(block_id, session, "protocol error")
-        key = session.key
-        self._finish(block_id, "key")
-        self.keys += 1
-        log.info("block %s: key of %d bits committed", block_id, key.key_bits)
-        if self.on_key is not None:
-            self.on_key(key)
-        return []
+    def _commit(self, block_id: str, frame: bytes) -> list[list[bytes]]:
+        """Second phase: the station stored its key; keep ours (idempotent)."""
+        auth = HmacAuth(
+            self._key,
+            local=f"{self.local}-commit/{block_id}",
+            remote=f"{self.peer}-commit/{block_id}",
+        )
+        try:
+            message = decode_message(auth.open(frame))
+        except (LinkAuthError, ProtocolError) as exc:
+            self.rejected += 1
+            log.warning("block %s: commit rejected: authentication failed (%s)", block_id, exc)
+            return []
+        if not isinstance(message, BlockReady) or message.detail != "commit":
+            self.rejected += 1
+            return []
+        route = f"commit/{block_id}".encode()
+        if block_id in self._committed:
+            reply: LinkMessage = BlockReady(block_id=block_id, detail="committed")
+        elif block_id in self._awaiting:
+            key = self._awaiting.pop(block_id)
+            self._committed[block_id] = True
+            while len(self._committed) > 10_000:
+                self._committed.popitem(last=False)
+            self.keys += 1
+            log.info("block %s: key of %d bits committed", block_id, key.key_bits)
+            if self.on_key is not None:
+                self.on_key(key)
+            reply = BlockReady(block_id=block_id, detail="committed")
+        else:
+            reply = BlockAbort(block_id=block_id, reason="no key awaiting commit")
+        return [[route, auth.seal(encode_message(reply))]]

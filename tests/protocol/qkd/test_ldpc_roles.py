@@ -9,6 +9,7 @@ from groundkey_protocol.errors import ProtocolError
 from groundkey_protocol.link.messages import ReconcileData, decode_message, encode_message
 from groundkey_protocol.qkd.ldpc import LdpcAlice, LdpcBob
 from groundkey_protocol.qkd.ldpc.rate import binary_entropy, code_length, plan_rate
+from groundkey_protocol.qkd.ldpc.roles import TAG_BITS
 from groundkey_protocol.qkd.reconcile import ReconcileParams, create_reconciler, run_pair
 from groundkey_protocol.qkd.verify import poly_hash64
 
@@ -72,7 +73,7 @@ def test_blind_round_trip_counts_every_revealed_bit() -> None:
     assert np.array_equal(alice.disclosed_bits, bob.disclosed_bits)
     plan = bob._setup.plan
     count = bob._setup.reveal_count(0.04)
-    expected = plan.syndrome_leak_bits + count * failed_first
+    expected = plan.syndrome_leak_bits + TAG_BITS + count * failed_first
     assert np.array_equal(bob.disclosed_bits, expected)
     assert np.array_equal(bob.corrected_bits, alice_bits)
     assert bob.frame_ok.all()
@@ -119,6 +120,16 @@ def test_malformed_messages_raise_protocol_error() -> None:
     )
     with pytest.raises(ProtocolError, match="code parameters"):
         bob.receive(wrong_code)
+    no_tags = ReconcileData(
+        block_id="blk",
+        method="ldpc-blind",
+        step=0,
+        kind="syndrome",
+        arrays={"syndrome": syndrome.arrays["syndrome"], "tags": b"\0\0\0"},
+        ints=dict(syndrome.ints),
+    )
+    with pytest.raises(ProtocolError, match="tags"):
+        bob.receive(no_tags)
     bad_request = ReconcileData(
         block_id="blk",
         method="ldpc-blind",
@@ -185,3 +196,45 @@ def test_punctured_columns_are_independent_so_leakage_is_m_minus_p(mother_rate: 
     assert _gf2_rank(h[:, pos.punctured]) == p
     # and at most one punctured symbol per check ("untainted")
     assert h[:, pos.punctured].sum(axis=1).max() <= 1
+
+
+def test_check_tag_flags_a_frame_whose_word_is_not_alices() -> None:
+    """Bob trusts a frame only if the syndrome AND Alice's check tag match: a frame
+    whose tag does not (as after BP converged to a wrong codeword) is flagged and,
+    in blind mode, gets the reveal round."""
+    alice, bob, alice_bits = _pair("ldpc-blind", 0.02, 6, 9_000)
+    (message,) = alice.start()
+    assert isinstance(message, ReconcileData)
+    tags = np.frombuffer(message.arrays["tags"], dtype="<u4").copy()
+    assert np.array_equal(tags, bob._setup.tags(alice_bits))
+    tags[3] ^= 1
+    tampered = ReconcileData(
+        block_id="blk",
+        method="ldpc-blind",
+        step=0,
+        kind="syndrome",
+        arrays={**message.arrays, "tags": tags.astype("<u4").tobytes()},
+        ints=dict(message.ints),
+    )
+    (request,) = bob.receive(tampered)
+    assert isinstance(request, ReconcileData)
+    assert request.kind == "reveal-request"
+    assert np.frombuffer(request.arrays["frames"], dtype="<u4").tolist() == [3]
+    assert np.flatnonzero(~bob.frame_ok_first).tolist() == [3]
+    (reveal,) = alice.receive(request)
+    assert bob.receive(reveal) == []
+    assert np.array_equal(bob.corrected_bits, alice_bits)
+    assert np.flatnonzero(~bob.frame_ok).tolist() == [3]
+    assert np.array_equal(alice.disclosed_bits, bob.disclosed_bits)
+    assert np.all(bob.disclosed_bits >= bob._setup.plan.syndrome_leak_bits + TAG_BITS)
+
+
+def test_check_tags_differ_for_nearby_words() -> None:
+    """Low-weight differences (what a wrong codeword leaves in the key) change the tag."""
+    _, bob, alice_bits = _pair("ldpc", 0.02, 1, 9_000)
+    rng = np.random.default_rng(9)
+    words = np.repeat(alice_bits, 200, axis=0)
+    for row in range(200):
+        words[row, rng.choice(9_000, size=1 + row % 12, replace=False)] ^= 1
+    tags = bob._setup.tags(words)
+    assert not np.any(tags == bob._setup.tags(alice_bits)[0])

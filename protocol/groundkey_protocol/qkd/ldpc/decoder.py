@@ -7,8 +7,18 @@ check-to-variable messages as ``(degree, Z, frames)``; the check update is Galla
 ``φ(x) = -ln tanh(x/2)`` rule (sum of φ over the row minus one's own, φ again), with
 signs handled as float32 sign bits (XOR of the row's sign bits and the syndrome
 bit), so every step is a handful of numpy calls per layer over all ``Z`` checks and
-all frames, never a Python loop over nodes or bits. A frame leaves the batch as soon
-as its hard decision meets the target syndrome.
+all frames, never a Python loop over nodes or bits. A frame is done as soon as its
+hard decision meets the target syndrome; the working arrays are compacted (a full
+copy) once a quarter of the frames in them are done, and the per-layer scratch
+arrays are views of buffers allocated once per batch.
+
+Cost, measured: ~3 ns per edge and iteration on one core (about 19 passes of
+numpy over the layer's messages; the two φ evaluations are a third of it). The
+alternatives tried were slower here: one fancy-index gather/scatter per layer
+instead of slices, fused subtract-gather/add-scatter per circulant, copysign for
+the message signs, and the ``ln tanh`` / ``atanh exp`` form of the tanh rule.
+(Normalized min-sum would save most of the φ share, at a cost in efficiency that
+was not measured here.)
 """
 
 from __future__ import annotations
