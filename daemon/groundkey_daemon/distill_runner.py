@@ -32,6 +32,7 @@ from groundkey_daemon.link import (
     BlockReady,
     LinkError,
     LinkSettings,
+    LinkTimeout,
     ZmqLinkClient,
     encode_params,
 )
@@ -104,6 +105,8 @@ class BlockResult:
     wall_s: float = 0.0
     eps_sec: float = 0.0
     eps_cor: float = 0.0
+    #: the satellite was not reachable: keep the raw block and try again later
+    retry: bool = False
 
     @property
     def ok(self) -> bool:
@@ -183,6 +186,7 @@ def distill_block(job: BlockJob) -> BlockResult:
                 client.abort(session, outcome.reason)
         except LinkError as exc:
             log.warning("block %s aborted: %s", job.block_id, exc)
+            result.retry = isinstance(exc, LinkTimeout)
             if "authentication failed" in str(exc):
                 client.abort(session, "authentication failed")
             result.reason = str(exc)

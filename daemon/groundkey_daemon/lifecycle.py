@@ -597,6 +597,12 @@ class Lifecycle:
                 ref = await asyncio.to_thread(self.spool.mark, ref, "stored", status="key")
                 await self._commit(ref, job.block_id)
                 return
+            if result.retry:
+                log.warning("block %s: %s; raw data kept for a retry", job.block_id, result.reason)
+                if report is not None:
+                    report.reasons.append(f"block {ref.index}: link unavailable, kept for retry")
+                await asyncio.to_thread(self.spool.mark, ref, "pending", block_id="")
+                return
             log.warning("block %s: no key: %s", job.block_id, result.reason)
             if self.metrics is not None:
                 self.metrics.key_blocks.labels(outcome="aborted").inc()

@@ -132,3 +132,33 @@ def test_config_rejects_bad_sections(tmp_path: Path) -> None:
         make_config(tmp_path, acquisition={"queue_chunks": 0})
     with pytest.raises(ConfigError, match=r"link\.transport"):
         make_config(tmp_path, link={"transport": "carrier-pigeon"})
+
+
+async def test_block_is_kept_for_a_retry_while_the_satellite_is_unreachable(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens here
+    config = make_config(tmp_path, link={"endpoint": f"tcp://127.0.0.1:{port}", "timeout_s": 0.5})
+    spool = Spool(config.spool_dir)
+    link = Downlink(preset("bench-fiber"), seed=SEED, duration_s=0.3)
+    names = [spool.append("p-down", c.timestamps_ps, c.channels) for c in link.chunks(0.1)]
+    meta = {"start_unix_s": 0.0, "duration_s": 0.3, "tof_model": "fixed", "fixed_tof_ps": 5e6}
+    spool.seal_block("p-down", names, meta)
+    runner = DistillRunner(workers=1)
+    async with KeyStore(config.keystore.state_dir) as store:
+        life = Lifecycle(
+            config, clock=Clock.from_spec("wall"), store=store, runner=runner, link_key=LINK_KEY
+        )
+        try:
+            await life.recover()
+        finally:
+            await runner.close()
+        assert sum((await store.counts()).values()) == 0  # no key without the satellite
+    (block,) = spool.blocks("p-down")
+    assert block.state == "pending"
+    assert block.meta["block_id"] == ""
+    assert spool.chunk_paths(block)  # the raw data is still there

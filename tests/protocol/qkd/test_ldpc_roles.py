@@ -72,8 +72,13 @@ def test_blind_round_trip_counts_every_revealed_bit() -> None:
     assert failed_first.any()
     assert np.array_equal(alice.disclosed_bits, bob.disclosed_bits)
     plan = bob._setup.plan
-    count = bob._setup.reveal_count(0.04)
-    expected = plan.syndrome_leak_bits + TAG_BITS + count * failed_first
+    # per failed frame: the punctured symbols and the key bits Bob asked for (the
+    # positions his decoder flipped, plus a tranche for frames far from converging)
+    revealed = np.zeros(bob.frames, dtype=np.int64)
+    for row, keys in zip(bob._failed, bob._revealed, strict=True):
+        revealed[row] = plan.punctured + keys.size
+    assert np.all(revealed[failed_first] > plan.punctured)
+    expected = plan.syndrome_leak_bits + TAG_BITS + revealed
     assert np.array_equal(bob.disclosed_bits, expected)
     assert np.array_equal(bob.corrected_bits, alice_bits)
     assert bob.frame_ok.all()
