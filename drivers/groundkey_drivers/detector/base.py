@@ -15,9 +15,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
+from groundkey_drivers.device import AsyncDevice
 from groundkey_drivers.errors import DeviceRejected
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class InterlockEvent:
     time_s: float
 
 
-class Detector(abc.ABC):
+class Detector(AsyncDevice):
     """A SPAD/SNSPD controller. Constructors do no I/O; ``async with`` opens."""
 
     def __init__(
@@ -56,24 +56,6 @@ class Detector(abc.ABC):
         self.limits = limits or InterlockLimits()
         self.on_event = on_event
         self.events: list[InterlockEvent] = []
-
-    async def __aenter__(self) -> Detector:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @abc.abstractmethod
-    async def open(self) -> None: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
 
     # ----------------------------------------------------------------- policy
 

@@ -8,9 +8,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar
 
+from groundkey_drivers.device import AsyncDevice
 from groundkey_drivers.errors import (
     DeviceDisconnected,
     DeviceError,
@@ -40,7 +40,7 @@ DEFAULT_LIMITS = RotatorLimits()
 DEFAULT_PARK = AzEl(0.0, 90.0)
 
 
-class Rotator(abc.ABC):
+class Rotator(AsyncDevice):
     """An az/el mount. Constructors do no I/O: ``async with rotator:`` opens it."""
 
     def __init__(
@@ -55,26 +55,6 @@ class Rotator(abc.ABC):
         self.limits = limits
         self.park_position = park
         self.slew_rate_deg_s = slew_rate_deg_s  # (azimuth, elevation), for planning
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect to the device (idempotent)."""
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Disconnect (idempotent)."""
 
     async def position(self) -> AzEl:
         """The position the device reports now."""

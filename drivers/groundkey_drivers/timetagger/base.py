@@ -9,9 +9,9 @@ import logging
 import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
+from groundkey_drivers.device import AsyncDevice
 from groundkey_drivers.errors import TransportURLError
 from groundkey_protocol.devices.timetagger import TagBatch
 
@@ -37,30 +37,12 @@ class TaggerStats:
     reconnects: int = 0
 
 
-class TimeTagger(abc.ABC):
+class TimeTagger(AsyncDevice):
     """A time tagger: ``async with`` opens it, :meth:`batches` streams decoded tags."""
 
     def __init__(self, *, name: str) -> None:
         self.name = name
         self.stats = TaggerStats()
-
-    async def __aenter__(self) -> TimeTagger:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @abc.abstractmethod
-    async def open(self) -> None: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
 
     @abc.abstractmethod
     async def start(self) -> None:
