@@ -1,13 +1,19 @@
-"""The daemon's TOML config: one msgspec Struct per section, every field defaulted.
+"""The daemon's TOML config: one top-level :class:`Config`, one Struct per section.
 
-``load_config(path)`` validates strictly (unknown keys are errors, numbers are
-range-checked) and raises :class:`ConfigError` naming the file and the field path,
-e.g. ``station.toml: station.lat_deg: expected <= 90``. Sections other engineers
-need are added as one more field of :class:`Config`.
+Sections: ``[station]``, ``[rotator]``, ``[tracking]`` (pointing), the service
+infrastructure (:mod:`.service_config`: ``[keystore]``, ``[delivery]``,
+``[telemetry]``, ``[metrics]``, ``[link_auth]``) and the service core's
+``[service]``, ``[link]``, ``[acquisition]`` and ``[distill]``; every field has a
+default. :func:`load_config` validates strictly (unknown keys, ranges, the clock
+spec; with ``check_paths`` also TLE files, the state directory and the secrets
+the enabled components need) and raises :class:`ConfigError` naming the file
+and the field path, e.g. ``station.toml: link.timeout_s: expected > 0``
+(:func:`describe_validation_error` formats msgspec's errors that way).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -16,11 +22,27 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from groundkey_daemon.errors import ConfigError
+from groundkey_daemon.service_config import (
+    DeliveryConfig,
+    KeystoreConfig,
+    LinkAuthConfig,
+    MetricsConfig,
+    TelemetryConfig,
+    resolve_credential,
+)
+from groundkey_protocol.clock import Clock
 from groundkey_protocol.devices.rotator import AzEl, RotatorLimits
+from groundkey_protocol.errors import ProtocolError
+from groundkey_protocol.orbit import parse_tle
 
 __all__ = [
+    "AcquisitionConfig",
     "Config",
+    "DistillMethod",
+    "DistillSection",
+    "LinkConfig",
     "RotatorConfig",
+    "ServiceSection",
     "StationConfig",
     "TrackingConfig",
     "config_from_dict",
@@ -30,6 +52,7 @@ __all__ = [
 
 RotatorProtocol = Literal["gs232a", "gs232b", "rot2prog", "md01", "easycomm2", "rotctld"]
 KeyholeStrategy = Literal["auto", "flip", "lead", "none"]
+DistillMethod = Literal["cascade-yan", "cascade-biconf", "cascade-original", "ldpc", "ldpc-blind"]
 
 
 def _range(low: float, high: float) -> msgspec.Meta:
@@ -118,18 +141,113 @@ class TrackingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     max_wall_rate_hz: Annotated[float, msgspec.Meta(gt=0.0, le=100.0)] = 20.0
 
 
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class ServiceSection(_Section, frozen=True):
+    """``[service]``: the supervisor."""
+
+    #: "wall" in service; "sim:EPOCH,speed=N" for demos and bench tests
+    clock: str = "wall"
+    #: restarts of a failing component before the daemon gives up on it
+    max_restarts: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 5
+    restart_backoff_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5
+    restart_backoff_max_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    #: how long SIGTERM waits for the current block before checkpointing it
+    shutdown_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 60.0
+    status_interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
+    #: hours of passes to plan ahead
+    plan_hours: Annotated[float, msgspec.Meta(gt=0, le=240)] = 24.0
+    #: run passes (False: schedule and publish only)
+    passes: bool = True
+    #: stop after this many passes (0 = never); demos and tests use 1
+    max_passes: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: skip passes whose LOS is already past this many seconds ago at start
+    skip_started: bool = False
+
+
+class LinkConfig(_Section, frozen=True):
+    """``[link]``: the classical channel to the satellite (ZeroMQ DEALER -> ROUTER)."""
+
+    endpoint: str = ""
+    transport: Literal["zmq"] = "zmq"
+    local: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$")] = "ground"
+    peer: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$")] = "satellite"
+    #: a reply slower than this aborts the block
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
+    replay_window: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    #: Wegman-Carter tags over each block's transcript, padded with earlier passes'
+    #: stored key (HMAC-only while there is none); False: pre-shared key only
+    transcript_auth: bool = True
+
+
+class AcquisitionConfig(_Section, frozen=True):
+    """``[acquisition]``: detectors, time tagger and the durable raw-chunk spool."""
+
+    tagger_url: str = ""
+    detector_url: str = ""
+    #: "" = ``<state_dir>/spool``
+    spool_dir: str = ""
+    queue_chunks: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    sync_channel: Annotated[int, msgspec.Meta(ge=1, le=255)] = 5
+    slot_period_ps: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    sync_divider: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    #: the station's time-of-flight prediction: "tle" (the pass geometry) or a fixed
+    #: fiber delay for bench links
+    tof_model: Literal["tle", "fixed"] = "tle"
+    fixed_tof_ps: Annotated[int, msgspec.Meta(ge=0)] = 5_000_000
+    #: detections per key block (the pass is cut into blocks of at least this many)
+    min_block_detections: Annotated[int, msgspec.Meta(ge=1000)] = 200_000
+    #: only acquire while the satellite is above this elevation
+    min_el_deg: Annotated[float, msgspec.Meta(ge=0, le=90)] = 10.0
+
+
+class DistillSection(_Section, frozen=True):
+    """``[distill]``: Bob's key distillation (both ends must agree on these)."""
+
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    frame_bits: Annotated[int, msgspec.Meta(ge=64)] = 100_000
+    #: reconciliation; ldpc-blind (one-way, few round trips) suits satellite passes,
+    #: the Cascades need hundreds of round trips. The satellite follows (BlockOpen).
+    method: DistillMethod = "ldpc-blind"
+    amplify: str = "toeplitz"
+    eps_sec: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 1e-9
+    eps_cor: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 1e-15
+    max_qber: Annotated[float, msgspec.Meta(gt=0, lt=0.5)] = 0.11
+    sample_fraction: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.0
+    #: a block that has not finished after this long is aborted
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 600.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """The whole config file: one field per section."""
+    """The whole config file: one field per section (every one optional)."""
 
     station: StationConfig = msgspec.field(default_factory=StationConfig)
     rotator: RotatorConfig = msgspec.field(default_factory=RotatorConfig)
     tracking: TrackingConfig = msgspec.field(default_factory=TrackingConfig)
+    keystore: KeystoreConfig = msgspec.field(default_factory=KeystoreConfig)
+    delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    link_auth: LinkAuthConfig = msgspec.field(default_factory=LinkAuthConfig)
+    service: ServiceSection = msgspec.field(default_factory=ServiceSection)
+    link: LinkConfig = msgspec.field(default_factory=LinkConfig)
+    acquisition: AcquisitionConfig = msgspec.field(default_factory=AcquisitionConfig)
+    distill: DistillSection = msgspec.field(default_factory=DistillSection)
+
+    @property
+    def spool_dir(self) -> Path:
+        return Path(self.acquisition.spool_dir or Path(self.keystore.state_dir) / "spool")
+
+    def clock(self) -> Clock:
+        return Clock.from_spec(self.service.clock)
 
 
 _BOUND = re.compile(r"^Expected `\w+` (?P<op>[<>]=?) (?P<value>\S+)$")
 
 
-def _describe(error: msgspec.ValidationError) -> str:
+def describe_validation_error(error: msgspec.ValidationError) -> str:
     """``Expected `float` <= 90.0 - at `$.station.lat_deg``` -> ``station.lat_deg: ...``."""
     text = str(error)
     message, _, where = text.rpartition(" - at ")
@@ -150,21 +268,70 @@ def _describe(error: msgspec.ValidationError) -> str:
     return f"{path}: {message}"
 
 
-#: Public name of the ValidationError -> "field.path: message" formatter.
-describe_validation_error = _describe
-
-
 def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
-    """Validate already-parsed TOML data; errors name ``source`` and the field path."""
+    """Validate parsed TOML (types, ranges, unknown keys); no file-system checks."""
     try:
-        return msgspec.convert(data, Config)
+        config = msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc)}") from None
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+    try:
+        config.clock()
+    except ProtocolError as exc:
+        raise ConfigError(f"{source}: service.clock: {exc}") from None
+    if config.service.restart_backoff_max_s < config.service.restart_backoff_s:
+        raise ConfigError(f"{source}: service.restart_backoff_max_s: below restart_backoff_s")
+    return config
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML config; relative TLE paths become absolute."""
+def _absolute(base: Path, name: str) -> str:
+    return str((base / name).resolve()) if name else name
+
+
+def _check_paths(config: Config, source: str) -> None:
+    def fail(field: str, problem: str) -> ConfigError:
+        return ConfigError(f"{source}: {field}: {problem}")
+
+    for i, name in enumerate(config.station.tle_files):
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"station.tle_files[{i}]", f"cannot read {name}: {exc.strerror}") from None
+        try:
+            parse_tle(text)
+        except ProtocolError as exc:
+            raise fail(f"station.tle_files[{i}]", f"{name}: {exc}") from None
+    state = Path(config.keystore.state_dir)
+    if state.exists() and not state.is_dir():
+        raise fail("keystore.state_dir", f"{state} is not a directory")
+    if not state.exists() and not state.parent.is_dir():
+        raise fail("keystore.state_dir", f"parent of {state} does not exist")
+    if state.is_dir() and not os.access(state, os.W_OK | os.X_OK):
+        raise fail("keystore.state_dir", f"{state} is not writable")
+    if config.link.endpoint:
+        key = resolve_credential(config.link_auth.link_key)
+        if not key.is_file():
+            raise fail("link_auth.link_key", f"{key} does not exist")
+        if config.link_auth.scheme != "hmac-sha256":
+            raise fail("link_auth.scheme", f"unknown scheme {config.link_auth.scheme!r}")
+    if config.delivery.enabled:
+        secret = resolve_credential(config.delivery.server_secret_key)
+        if not secret.is_file():
+            raise fail("delivery.server_secret_key", f"{secret} does not exist")
+        if not Path(config.delivery.allow_dir).is_dir():
+            raise fail("delivery.allow_dir", f"{config.delivery.allow_dir} is not a directory")
+    if config.service.passes and config.station.tle_files == []:
+        raise fail("station.tle_files", "no TLE files (needed to schedule passes)")
+
+
+def load_config(path: str | Path, *, check_paths: bool = False) -> Config:
+    """Read, validate and resolve a config file; raises ConfigError naming the field.
+
+    Relative paths become absolute (against the file's directory). With
+    ``check_paths`` (``groundkey run`` and ``config check``) TLE files, the state
+    directory and the secrets the enabled components need are checked too.
+    """
     file = Path(path)
+    source = str(file)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -173,9 +340,16 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    config = config_from_dict(data, source=str(file))
+    config = config_from_dict(data, source=source)
     base = file.resolve().parent
-    files = [str((base / name).resolve()) for name in config.station.tle_files]
-    return msgspec.structs.replace(
-        config, station=msgspec.structs.replace(config.station, tle_files=files)
+    r = msgspec.structs.replace
+    config = r(
+        config,
+        station=r(config.station, tle_files=[_absolute(base, n) for n in config.station.tle_files]),
+        keystore=r(config.keystore, state_dir=_absolute(base, config.keystore.state_dir)),
+        acquisition=r(config.acquisition, spool_dir=_absolute(base, config.acquisition.spool_dir)),
+        delivery=r(config.delivery, allow_dir=_absolute(base, config.delivery.allow_dir)),
     )
+    if check_paths:
+        _check_paths(config, source)
+    return config

@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import multiprocessing
+import os
+import sqlite3
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from groundkey_daemon.link import (
-    BlockOpen,
-    BlockReady,
     LinkError,
     LinkSettings,
     LinkTimeout,
@@ -39,14 +42,26 @@ from groundkey_daemon.link import (
 from groundkey_daemon.metrics import LoopLagMonitor
 from groundkey_daemon.spool import read_chunks
 from groundkey_protocol.errors import ProtocolError
-from groundkey_protocol.link.messages import BlockAbort
+from groundkey_protocol.link.messages import BlockAbort, BlockAuth
+from groundkey_protocol.link.session import PAD_BYTES, BlockOpen, BlockReady, pad_key_count
 from groundkey_protocol.qkd.distill import DistillBob, DistillConfig
 from groundkey_protocol.qkd.sifting import Detections, squash_clicks
 from groundkey_protocol.qkd.sync import SyncConfig, recover
 
-__all__ = ["BlockJob", "BlockResult", "DistillRunner", "SyncSettings", "distill_block"]
+__all__ = [
+    "PAD_CONSUMER",
+    "BlockJob",
+    "BlockResult",
+    "DistillRunner",
+    "SyncSettings",
+    "TranscriptPads",
+    "distill_block",
+]
 
 log = logging.getLogger(__name__)
+
+#: key-store consumer that Wegman–Carter pads are reserved (and erased) for; never a client
+PAD_CONSUMER = "link-auth"
 
 #: DistillConfig fields the station sends to the satellite in BlockOpen
 PARAM_FIELDS = (
@@ -72,6 +87,19 @@ class SyncSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TranscriptPads:
+    """Key from earlier passes for one block's Wegman–Carter transcript tags."""
+
+    key_ids: tuple[str, ...]
+    key_bytes: int
+    material: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.material) != PAD_BYTES:
+            raise ValueError(f"transcript pads must be {PAD_BYTES} bytes")
+
+
+@dataclass(frozen=True, slots=True)
 class BlockJob:
     """Everything a worker needs for one block (picklable)."""
 
@@ -83,6 +111,8 @@ class BlockJob:
     #: None: the chunks already hold pulse slots instead of timestamps (bench input)
     sync: SyncSettings | None = None
     seed: int | None = None
+    #: None: HMAC-only (no earlier key yet); :class:`DistillRunner` fills it from the store
+    pads: TranscriptPads | None = None
 
 
 @dataclass(slots=True)
@@ -107,6 +137,8 @@ class BlockResult:
     eps_cor: float = 0.0
     #: the satellite was not reachable: keep the raw block and try again later
     retry: bool = False
+    #: "wegman-carter" (transcript tags with earlier key) or "hmac" (pre-shared key only)
+    auth: str = "hmac"
 
     @property
     def ok(self) -> bool:
@@ -117,8 +149,16 @@ class BlockResult:
         return self.key_bits / self.sifted_bits if self.sifted_bits else 0.0
 
 
+def wire_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The DistillConfig fields of the ``[distill]`` section (``method`` -> ``reconcile``)."""
+    out = {k: params[k] for k in PARAM_FIELDS if k in params}
+    if "method" in params:
+        out["reconcile"] = params["method"]
+    return out
+
+
 def distill_config(params: dict[str, Any]) -> DistillConfig:
-    return DistillConfig(**{k: params[k] for k in PARAM_FIELDS if k in params})
+    return DistillConfig(**wire_params(params))
 
 
 def _detections(job: BlockJob, rng: np.random.Generator, result: BlockResult) -> Detections:
@@ -157,14 +197,21 @@ def distill_block(job: BlockJob) -> BlockResult:
         return result
     result.detections = int(detections.slots.size)
     bob = DistillBob(config, detections, rng, block_id=job.block_id, pass_id=job.pass_id)
+    pads = job.pads
+    result.auth = "wegman-carter" if pads is not None else "hmac"
+    if pads is None:
+        log.info("block %s: no earlier key for transcript pads: HMAC-only", job.block_id)
     with ZmqLinkClient(job.link) as client:
         session = client.session(job.block_id)
         try:
-            params = {k: job.params[k] for k in PARAM_FIELDS if k in job.params}
-            client.send(
-                session,
-                BlockOpen(block_id=job.block_id, pass_id=job.pass_id, params=encode_params(params)),
+            opening = BlockOpen(
+                block_id=job.block_id,
+                pass_id=job.pass_id,
+                params=encode_params(wire_params(job.params)),
+                pad_keys=list(pads.key_ids) if pads is not None else [],
+                pad_key_bytes=pads.key_bytes if pads is not None else 0,
             )
+            client.send(session, opening)
             reply = client.receive(session)
             if isinstance(reply, BlockAbort):
                 raise LinkError(f"satellite refused the block: {reply.reason}")
@@ -184,10 +231,20 @@ def distill_block(job: BlockJob) -> BlockResult:
             outcome = bob.outcome
             if outcome is not None and not outcome.ok and "peer aborted" not in outcome.reason:
                 client.abort(session, outcome.reason)
+            if outcome is not None and outcome.ok and pads is not None:
+                # Wegman-Carter over the whole transcript before anyone keeps a key
+                client.send(session, session.transcript_tag(pads.material))
+                reply = client.receive(session)
+                if isinstance(reply, BlockAbort):
+                    raise LinkError(f"satellite aborted the block: {reply.reason}")
+                if not isinstance(reply, BlockAuth):
+                    raise LinkError(f"unexpected {type(reply).__name__} instead of BlockAuth")
+                session.check_transcript_tag(pads.material, reply)
         except LinkError as exc:
             log.warning("block %s aborted: %s", job.block_id, exc)
             result.retry = isinstance(exc, LinkTimeout)
             if "authentication failed" in str(exc):
+                log.error("block %s: %s: no key from it", job.block_id, exc)
                 client.abort(session, "authentication failed")
             result.reason = str(exc)
             _fill(result, bob)
@@ -218,11 +275,62 @@ def _warm() -> int:
     return 0
 
 
-class DistillRunner:
-    """A pool of worker processes for :func:`distill_block`, with loop-lag measurement."""
+def _oldest_keys(db_path: Path, pass_id: str, n_keys: int) -> list[str]:
+    """IDs of the oldest available keys of other passes (read-only; no material read)."""
+    if not db_path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        rows = conn.execute(
+            "SELECT k.key_id FROM keys k JOIN blocks b USING (block_id)"
+            " WHERE k.state = 'available' AND b.pass_id != ?"
+            " ORDER BY b.created_s, k.block_id, k.idx LIMIT ?",
+            (pass_id, n_keys),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [str(r[0]) for r in rows]
 
-    def __init__(self, *, workers: int = 1, lag_interval_s: float = 0.01) -> None:
+
+def _init_worker(ldpc_dir: str | None) -> None:
+    """Worker initializer: LDPC codes come from (and go to) the on-disk cache."""
+    if ldpc_dir:
+        from groundkey_daemon.ldpc_cache import LdpcCodeCache
+
+        LdpcCodeCache(ldpc_dir).install()
+
+
+class _PadStore(Protocol):
+    key_size_bytes: int
+    path: Path
+
+    async def reserve_ids(self, consumer: str, request_id: str, key_ids: Sequence[str]) -> Any: ...
+
+    async def acknowledge(self, consumer: str, request_id: str) -> int: ...
+
+
+class DistillRunner:
+    """A pool of worker processes for :func:`distill_block`, with loop-lag measurement.
+
+    With a key ``store``, each block's Wegman–Carter pads are taken from the oldest
+    stored key of earlier passes (reserved for :data:`PAD_CONSUMER` and acknowledged
+    at once, so the material is erased and never delivered) before the block
+    starts; with no such key the block is HMAC-only. ``ldpc_dir`` holds the
+    workers' LDPC code cache.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 1,
+        lag_interval_s: float = 0.01,
+        store: _PadStore | None = None,
+        ldpc_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.workers = workers
+        self.store = store
+        self.ldpc_dir = str(ldpc_dir) if ldpc_dir is not None else None
+        self.pads_used = 0
         self.lag = LoopLagMonitor(interval_s=lag_interval_s, window=100_000)
         self.active = 0
         self.blocks_done = 0
@@ -234,7 +342,12 @@ class DistillRunner:
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
-            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(self.ldpc_dir,),
+            )
         return self._pool
 
     async def start(self) -> None:
@@ -242,8 +355,45 @@ class DistillRunner:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor(), _warm)
 
+    async def take_pads(self, block_id: str, pass_id: str) -> TranscriptPads | None:
+        """Consume key of earlier passes for ``block_id``'s transcript tags (None: none).
+
+        The oldest available keys not from ``pass_id`` are reserved by ID and
+        acknowledged at once (material erased, never delivered to a consumer).
+        """
+        from groundkey_daemon.keystore import KeyStoreError
+
+        store = self.store
+        if store is None:
+            return None
+        n_keys = pad_key_count(store.key_size_bytes)
+        request_id = f"wc/{block_id}"
+        for _ in range(3):  # a consumer may take the same keys in between
+            key_ids = await asyncio.to_thread(_oldest_keys, store.path, pass_id, n_keys)
+            if len(key_ids) < n_keys:
+                return None
+            try:
+                reservation = await store.reserve_ids(PAD_CONSUMER, request_id, key_ids)
+                break
+            except KeyStoreError as exc:
+                log.debug("pad keys taken meanwhile (%s); trying again", exc)
+        else:
+            return None
+        await store.acknowledge(PAD_CONSUMER, request_id)  # erased: never delivered
+        material = b"".join(k.material for k in reservation.keys)[:PAD_BYTES]
+        self.pads_used += 1
+        return TranscriptPads(
+            tuple(k.key_id for k in reservation.keys), store.key_size_bytes, material
+        )
+
     async def run(self, job: BlockJob) -> BlockResult:
         """Distill one block in a worker; the loop's lag is sampled meanwhile."""
+        if job.pads is None and self.store is not None:
+            pads = await self.take_pads(job.block_id, job.pass_id)
+            if pads is not None:
+                job = dataclasses.replace(job, pads=pads)
+            else:
+                log.warning("block %s: no stored key for Wegman-Carter: HMAC-only", job.block_id)
         loop = asyncio.get_running_loop()
         self.active += 1
         sampler = asyncio.create_task(self.lag.run(), name=f"loop-lag:{job.block_id}")

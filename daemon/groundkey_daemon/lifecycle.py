@@ -183,6 +183,8 @@ class Lifecycle:
         self._draining = False
         self._acquire_idle = asyncio.Event()
         self._acquire_idle.set()
+        self._track_idle = asyncio.Event()
+        self._track_idle.set()
         self._stop_acquire = asyncio.Event()
         self._blocks: set[asyncio.Task[None]] = set()
         self._distill_slots = asyncio.Semaphore(config.distill.workers)
@@ -223,11 +225,13 @@ class Lifecycle:
         self._wake.set()
 
     async def drain(self) -> None:
-        """Stop acquiring; finish the blocks in flight (unfinished ones stay spooled)."""
+        """Stop acquiring, park the mount and disarm the detectors; finish the blocks in
+        flight (unfinished ones stay spooled)."""
         self._draining = True
         self._stop_acquire.set()
         self._wake.set()
         await self._acquire_idle.wait()
+        await self._track_idle.wait()  # the mount is parked before the service stops
         while self._blocks:
             await asyncio.gather(*list(self._blocks), return_exceptions=True)
 
@@ -363,13 +367,20 @@ class Lifecycle:
                     tg.create_task(self._follow(plan, report))
             while self._blocks:
                 await asyncio.gather(*list(self._blocks), return_exceptions=True)
+            if self._draining:
+                report.reasons.append("interrupted: the service is stopping")
             outcome: tm.PassPhase = (
-                "completed" if report.key_blocks or not report.reasons else ("aborted")
+                "completed"
+                if not self._draining and (report.key_blocks or not report.reasons)
+                else "aborted"
             )
             self._event(report, outcome, "; ".join(report.reasons))
             self._pass_event(plan, outcome, "; ".join(report.reasons))
-            if self.spool.blocks(plan.pass_id) and not any(
-                b.state != "done" for b in self.spool.blocks(plan.pass_id)
+            # an interrupted pass keeps its raw data (it may be resumed after a restart)
+            if (
+                not self._draining
+                and self.spool.blocks(plan.pass_id)
+                and not any(b.state != "done" for b in self.spool.blocks(plan.pass_id))
             ):
                 await asyncio.to_thread(self.spool.remove_pass, plan.pass_id)
             return report
@@ -429,20 +440,55 @@ class Lifecycle:
                 )
             )
 
-        async with rotator:
-            tracker = Tracker(
-                rotator=rotator,
-                tle=plan.tle,
-                station=station,
-                pass_=plan.pass_,
-                clock=self.clock,
-                settings=TrackingSettings.from_config(legacy),
-                on_sample=on_sample,
-            )
-            stats = await tracker.run()
-        log.info("pass %s: tracking done: %s", plan.pass_id, stats.summary())
-        if self.current is not None:
-            self._event(self.current, "park")
+        self._track_idle.clear()
+        try:
+            async with rotator:
+                tracker = Tracker(
+                    rotator=rotator,
+                    tle=plan.tle,
+                    station=station,
+                    pass_=plan.pass_,
+                    clock=self.clock,
+                    settings=TrackingSettings.from_config(legacy),
+                    on_sample=on_sample,
+                )
+                run = asyncio.ensure_future(tracker.run())
+                stop = asyncio.ensure_future(self._stop_acquire.wait())
+                try:
+                    await asyncio.wait((run, stop), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                    if not run.done():
+                        run.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await run
+                if run.cancelled():
+                    # stopping mid-pass (SIGTERM): park now rather than track to LOS
+                    if self.current is not None:
+                        self._event(self.current, "park", "stopping")
+                    await self._park(rotator)
+                    return
+                stats = run.result()
+            log.info("pass %s: tracking done: %s", plan.pass_id, stats.summary())
+            if self.current is not None:
+                self._event(self.current, "park")
+        finally:
+            self._track_idle.set()
+
+    async def _park(self, rotator: Any) -> None:
+        """Send the mount to its park position and wait (bounded) until it is there."""
+        park = rotator.park_position
+        try:
+            await asyncio.wait_for(rotator.park(), 10.0)
+            async with asyncio.timeout(60.0):
+                while True:
+                    at = await rotator.position()
+                    if abs(at.az_deg - park.az_deg) < 1.0 and abs(at.el_deg - park.el_deg) < 1.0:
+                        break
+                    await asyncio.sleep(0.2)
+            log.info("parked at az %.1f el %.1f", park.az_deg, park.el_deg)
+        except Exception as exc:
+            log.error("parking failed: %s: %s", type(exc).__name__, exc)
 
     async def _acquire(self, plan: PassPlan, report: PassReport) -> None:
         self._acquire_idle.clear()
@@ -507,6 +553,14 @@ class Lifecycle:
             self._pass_event(plan, "los")
             if report.dropped_chunks:
                 report.reasons.append(f"{report.dropped_chunks} tag chunk(s) dropped")
+            lost = tagger.stats
+            if lost.lost_frames or lost.dropped_transfers or lost.missed_events:
+                reason = (
+                    f"time tagger lost {lost.lost_frames} frame(s), "
+                    f"{lost.dropped_transfers} transfer(s), {lost.missed_events} event(s)"
+                )
+                log.warning("pass %s: %s", plan.pass_id, reason)
+                report.reasons.append(reason)
         finally:
             if detector is not None:
                 self._event(report, "disarm")

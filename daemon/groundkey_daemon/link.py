@@ -6,6 +6,7 @@ message is two frames ``[block_id (ASCII UUID), auth frame]``, and the auth
 frame (:mod:`groundkey_protocol.link.auth`) carries exactly one
 :func:`~groundkey_protocol.link.messages.encode_message` payload.
 
+The framing is shared with the satellite (:mod:`groundkey_protocol.link.session`).
 Every key block has its own authenticated session: HMAC-SHA256 under the
 pre-shared link key with direction contexts ``"<local>/<block_id>"`` ->
 ``"<peer>/<block_id>"``, sequence numbers from 1 and a replay window. So a frame
@@ -18,6 +19,8 @@ on a separate per-block session (route ``commit/<block_id>``), which the
 station repeats after a restart until it is confirmed. Any frame that fails
 authentication aborts the block at the receiving end (which says so with a
 sealed ``BlockAbort`` when it still can), is logged, and never yields a key.
+Where earlier passes left key, both ends also exchange Wegman–Carter tags over the
+block's whole transcript before either keeps its key (see the session module).
 
 :class:`LinkSession` is the sans-I/O part; :class:`ZmqLinkClient` is a blocking
 client for worker processes (the distillation runner), so the event loop never
@@ -30,23 +33,22 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import zmq
 
 from groundkey_daemon.errors import UserError
-from groundkey_protocol.errors import ProtocolError
-from groundkey_protocol.link.auth import HmacAuth, LinkAuthError
-from groundkey_protocol.link.messages import (
-    BlockAbort,
-    LinkMessage,
-    decode_message,
-    encode_message,
-    message_types,
-    register_message,
+from groundkey_protocol.link.messages import BlockAbort, BlockAuth, LinkMessage
+from groundkey_protocol.link.session import (
+    BlockOpen,
+    BlockReady,
+    BlockSession,
+    SessionError,
+    session_names,
 )
 
 __all__ = [
+    "BlockAuth",
     "BlockOpen",
     "BlockReady",
     "LinkAborted",
@@ -54,43 +56,12 @@ __all__ = [
     "LinkSession",
     "LinkTimeout",
     "ZmqLinkClient",
+    "session_names",
 ]
 
 log = logging.getLogger(__name__)
 
 LINGER_MS = 200
-
-
-class _BlockOpen(LinkMessage, frozen=True, kw_only=True, tag="block.open"):
-    """Station -> satellite: start a key block; ``params`` is JSON (distillation settings)."""
-
-    pass_id: str
-    params: str
-
-
-class _BlockReady(LinkMessage, frozen=True, kw_only=True, tag="block.ready"):
-    """Satellite -> station: the block is open (``detail=""``). On the commit session:
-    station -> satellite ``"commit"`` (the station stored its key), satellite -> station
-    ``"committed"`` (the satellite keeps its key)."""
-
-    detail: str = ""
-
-
-M = TypeVar("M", bound=type[LinkMessage])
-
-
-def _registered(cls: M) -> M:
-    """Register ``cls`` unless a message type with its tag exists (the simulator
-    defines the same wire types; a test process may import both)."""
-    tag = cls.__struct_config__.tag
-    for known in message_types():
-        if known.__struct_config__.tag == tag:
-            return cast(M, known)
-    return register_message(cls)
-
-
-BlockOpen = _registered(_BlockOpen)
-BlockReady = _registered(_BlockReady)
 
 
 class LinkError(Exception):
@@ -105,13 +76,8 @@ class LinkAborted(LinkError):
     """Authentication failed or the peer aborted: the block ends without a key."""
 
 
-def session_names(local: str, peer: str, block_id: str) -> tuple[str, str]:
-    """The per-block direction contexts (local, remote) of the auth layer."""
-    return f"{local}/{block_id}", f"{peer}/{block_id}"
-
-
-class LinkSession:
-    """One block's authenticated message stream (sans-I/O)."""
+class LinkSession(BlockSession):
+    """One block's authenticated message stream (sans-I/O); the station initiates."""
 
     def __init__(
         self,
@@ -123,42 +89,28 @@ class LinkSession:
         window: int = 64,
         commit: bool = False,
     ) -> None:
-        if commit:
-            local, peer = f"{local}-commit", f"{peer}-commit"
-        me, them = session_names(local, peer, block_id)
-        self.block_id = block_id
-        self.route = (f"commit/{block_id}" if commit else block_id).encode()
-        self._auth = HmacAuth(link_key, local=me, remote=them, window=window)
-        self.sent = 0
-        self.received = 0
-
-    def __repr__(self) -> str:
-        return (
-            f"LinkSession(block_id={self.block_id!r}, sent={self.sent}, received={self.received})"
+        super().__init__(
+            link_key,
+            block_id=block_id,
+            local=local,
+            peer=peer,
+            initiator=True,
+            window=window,
+            commit=commit,
         )
-
-    def seal(self, message: LinkMessage) -> list[bytes]:
-        """The ZeroMQ frames carrying ``message``."""
-        if message.block_id != self.block_id:
-            raise ValueError("message belongs to another block")
-        self.sent += 1
-        return [self.route, self._auth.seal(encode_message(message))]
 
     def open(self, frames: list[bytes]) -> LinkMessage:
         """Verify and decode one incoming ZeroMQ message; LinkAborted on any failure."""
-        if len(frames) != 2 or frames[0] != self.route:
-            raise LinkAborted(f"block {self.block_id}: malformed link message")
         try:
-            payload = self._auth.open(frames[1])
-            message = decode_message(payload)
-        except LinkAuthError as exc:
-            raise LinkAborted(f"block {self.block_id}: authentication failed: {exc}") from None
-        except ProtocolError as exc:
-            raise LinkAborted(f"block {self.block_id}: bad frame: {exc}") from None
-        if message.block_id != self.block_id:
-            raise LinkAborted(f"block {self.block_id}: message for another block")
-        self.received += 1
-        return message
+            return super().open(frames)
+        except SessionError as exc:
+            raise LinkAborted(str(exc)) from None
+
+    def check_transcript_tag(self, pads: bytes, message: BlockAuth) -> None:
+        try:
+            super().check_transcript_tag(pads, message)
+        except SessionError as exc:
+            raise LinkAborted(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,21 @@
-"""Progress lines and summaries of a tracked pass, for the CLI (``track``, ``demo``)."""
+"""Progress lines and summaries of a pass, for the CLI (``track``, ``demo``).
+
+:class:`ProgressPrinter` follows a local :class:`Tracker`; :class:`TelemetryProgress`
+follows a running daemon through its telemetry messages (decoded JSON).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 from collections.abc import Callable
+from typing import Any
 
 from groundkey_daemon.tracking import PointingStats, TrackSample
+from groundkey_protocol.clock import parse_utc
 
-__all__ = ["ProgressPrinter", "summary_lines"]
+__all__ = ["ProgressPrinter", "TelemetryProgress", "summary_lines"]
 
 
 def _hms(t_s: float) -> str:
@@ -68,3 +75,90 @@ def summary_lines(stats: PointingStats) -> list[str]:
         f"(simulated time)",
     ]
     return lines
+
+
+class TelemetryProgress:
+    """Live progress from a daemon's telemetry: every state change and key block, and a
+    line of elevation, pointing error, detection rate and blocks every ``every_s`` of the
+    daemon's (simulated) time. Elevation is shown inside ``pass_window_s`` only."""
+
+    def __init__(
+        self,
+        *,
+        every_s: float = 10.0,
+        write: Callable[[str], None] = print,
+        quiet: bool = False,
+        sync_channel: int = 5,
+        pass_window_s: tuple[float, float] | None = None,
+    ) -> None:
+        self.every_s = every_s
+        self.pass_window_s = pass_window_s
+        self.write = write
+        self.quiet = quiet
+        self.sync_channel = sync_channel
+        self.messages = 0
+        self.blocks = 0
+        self.key_bits = 0
+        self._detail = ""
+        self._el_deg = math.nan
+        self._error_deg = math.nan
+        self._rate_hz = math.nan
+        self._time = ""
+        self._time_s = -math.inf
+        self._next_s = -math.inf
+
+    def feed(self, message: dict[str, Any]) -> None:
+        self.messages += 1
+        kind = message.get("type")
+        stamp = str(message.get("time", ""))
+        if len(stamp) >= 19:
+            self._time = stamp[11:19]
+            with contextlib.suppress(ValueError):
+                self._time_s = parse_utc(stamp).timestamp()
+        if kind == "status":
+            detail = str(message.get("detail", ""))
+            if detail and detail != self._detail and detail.startswith("pass "):
+                self._detail = detail
+                self._say(f"state  {detail}")
+        elif kind == "pass":
+            if message.get("event") == "los":
+                self._rate_hz = math.nan
+            reason = message.get("reason") or ""
+            self._say(f"pass   {message.get('event')} {message.get('pass_id')} {reason}".rstrip())
+        elif kind == "pointing":
+            target = message.get("target_el_deg")
+            window = self.pass_window_s
+            if window is not None and not window[0] <= self._time_s <= window[1]:
+                target = None
+            error = message.get("error_deg")
+            self._el_deg = math.nan if target is None else float(target)
+            self._error_deg = math.nan if error is None or target is None else float(error)
+            self._tick()
+        elif kind == "counts":
+            rates = {int(k): float(v) for k, v in dict(message.get("rates_hz", {})).items()}
+            rates.pop(self.sync_channel, None)
+            self._rate_hz = sum(rates.values())
+            self._tick()
+        elif kind == "keyexchange":
+            self.blocks += 1
+            self.key_bits += int(message.get("length_bits", 0))
+            self._say(
+                f"key    block {message.get('block_id')}: {message.get('length_bits')} bits, "
+                f"QBER {100 * float(message.get('qber', 0.0)):.2f} %, "
+                f"{len(message.get('key_ids', []))} key(s)"
+            )
+
+    def _tick(self) -> None:
+        if self._time_s < self._next_s:
+            return
+        self._next_s = self._time_s + self.every_s
+        el = f"el {self._el_deg:5.1f} deg" if math.isfinite(self._el_deg) else "el     ? deg"
+        err = f"err {self._error_deg:5.2f} deg" if math.isfinite(self._error_deg) else "err     ?"
+        rate = (
+            f"det {self._rate_hz / 1e3:6.2f} kHz" if math.isfinite(self._rate_hz) else "det      -"
+        )
+        self._say(f"{el}  {err}  {rate}  blocks {self.blocks} ({self.key_bits} bits)")
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            self.write(f"  {self._time or '--:--:--'}Z {text}")

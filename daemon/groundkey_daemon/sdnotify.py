@@ -10,24 +10,43 @@ pinging and systemd restarts it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 
-__all__ = ["Watchdog", "notify", "watchdog_interval_s"]
+__all__ = ["Watchdog", "dropped", "notify", "watchdog_interval_s"]
+
+_dropped = 0
+
+
+def dropped() -> int:
+    """Notifications dropped so far because the notify socket's queue was full."""
+    return _dropped
 
 
 def notify(state: str, *, env: dict[str, str] | None = None) -> bool:
-    """Send ``state`` (e.g. ``"READY=1\\nSTATUS=tracking"``); False when not under systemd."""
+    """Send ``state`` (e.g. ``"READY=1\\nSTATUS=tracking"``); False when not under systemd.
+
+    Never blocks the event loop: the datagram is sent with ``MSG_DONTWAIT`` and
+    dropped (counted in :func:`dropped`) when the receiver's queue is full.
+    """
+    global _dropped
     address = (env if env is not None else os.environ).get("NOTIFY_SOCKET", "")
     if not address or address[0] not in "@/":
         return False
     if address[0] == "@":
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+    flags = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+    with socket.socket(socket.AF_UNIX, flags) as sock:
         try:
             sock.connect(address)
-            sock.sendall(state.encode())
-        except OSError:
+            sock.send(state.encode(), socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            _dropped += 1
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
+                _dropped += 1
             return False
     return True
 

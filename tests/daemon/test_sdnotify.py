@@ -80,3 +80,20 @@ async def test_watchdog_pings_only_while_progress_is_reported(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_notify_never_blocks_and_counts_drops(abstract_socket: tuple[socket.socket, str]) -> None:
+    from groundkey_daemon import sdnotify
+
+    sock, address = abstract_socket  # nobody reads it: the queue fills up
+    env = {"NOTIFY_SOCKET": address}
+    before = sdnotify.dropped()
+    sent = 0
+    for _ in range(5000):  # far more than a datagram queue holds (max_dgram_qlen ~ 512)
+        if notify("STATUS=" + "x" * 200, env=env):
+            sent += 1
+        if sdnotify.dropped() > before:
+            break
+    assert sdnotify.dropped() > before, "a full queue must drop, not block"
+    assert sent > 0
+    assert sock.recv(4096).startswith(b"STATUS=")  # what did get through is intact

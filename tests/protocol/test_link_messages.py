@@ -13,6 +13,7 @@ from groundkey_protocol.errors import ProtocolError
 from groundkey_protocol.link.messages import (
     AmplifySeed,
     BlockAbort,
+    BlockAuth,
     BlockOpen,
     BlockReady,
     CascadeDone,
@@ -62,6 +63,8 @@ SAMPLES: list[LinkMessage] = [
     VerifyResult(block_id="b", frames=1, ok=b"\x80"),
     AmplifySeed(block_id="b", family="toeplitz", seed_bits=3, seed=b"\xe0", key_bits=2),
     BlockAbort(block_id="b", reason="QBER 0.2 above 0.11"),
+    BlockAuth(block_id="b", tag=bytes(range(16))),
+    BlockOpen(block_id="b", pass_id="p1", params="{}", pad_keys=["k1", "k2"], pad_key_bytes=32),
 ]
 
 

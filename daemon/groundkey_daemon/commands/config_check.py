@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from groundkey_daemon.daemon_config import load_daemon_config
+from groundkey_daemon.config import load_config
 
 
 def register(sub: Any) -> None:
@@ -25,14 +25,16 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_daemon_config(args.file)
+    config = load_config(args.file, check_paths=True)
     st = config.station
     parts = [
         f"station {st.name} ({st.lat_deg:.4f}, {st.lon_deg:.4f}, {st.alt_m:g} m)",
         f"{len(st.tle_files)} TLE file(s)",
         f"rotator {config.rotator.protocol} at {config.rotator.url or '(none)'}",
         f"tagger {config.acquisition.tagger_url or '(none)'}",
-        f"link {config.link.endpoint or '(none)'}",
+        f"link {config.link.endpoint or '(none)'}"
+        + (", Wegman-Carter transcripts" if config.link.transcript_auth else ", HMAC only"),
+        f"distill {config.distill.method}",
         f"state {config.keystore.state_dir}",
         f"clock {config.service.clock}",
     ]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from groundkey_daemon.daemon_config import DaemonConfig, load_daemon_config
+from groundkey_daemon.config import Config, load_config
 
 log = logging.getLogger("groundkey.run")
 
@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_daemon_config(args.config)
+    config = load_config(args.config, check_paths=True)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` dumps every stack to stderr
     root = logging.getLogger()
     if root.level > logging.INFO:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 class Service:
     """The assembled daemon: components registered with a supervisor."""
 
-    def __init__(self, config: DaemonConfig, path: Path) -> None:
+    def __init__(self, config: Config, path: Path) -> None:
         self.config = config
         self.path = path
 
@@ -82,7 +82,12 @@ class Service:
         hub = telemetry.hub
         store = KeyStore(cfg.keystore.state_dir, key_size_bytes=cfg.keystore.key_size_bytes)
         await store.open()
-        runner = DistillRunner(workers=cfg.distill.workers)
+        # Wegman-Carter pads come from the store; LDPC codes from <state>/ldpc in the workers
+        runner = DistillRunner(
+            workers=cfg.distill.workers,
+            store=store if cfg.link.transcript_auth else None,
+            ldpc_dir=Path(cfg.keystore.state_dir) / "ldpc",
+        )
         link_key = load_link_key(cfg.link_auth.link_key) if cfg.link.endpoint else None
         lag = LoopLagMonitor(
             interval_s=cfg.metrics.loop_lag_interval_s,
@@ -153,7 +158,7 @@ class Service:
         sup.add_progress_probe(lifecycle.healthy)
 
         async def reload() -> None:
-            new = await asyncio.to_thread(load_daemon_config, self.path)
+            new = await asyncio.to_thread(load_config, self.path, check_paths=True)
             await lifecycle.reload(new)
             if cfg.delivery.enabled:
                 delivery.reload_allow_list()

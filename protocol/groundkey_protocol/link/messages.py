@@ -23,6 +23,7 @@ from groundkey_protocol.errors import ProtocolError
 __all__ = [
     "AmplifySeed",
     "BlockAbort",
+    "BlockAuth",
     "BlockOpen",
     "BlockReady",
     "CascadeDone",
@@ -66,12 +67,16 @@ class LinkMessage(msgspec.Struct, frozen=True, kw_only=True, array_like=True, ta
 class BlockOpen(LinkMessage, frozen=True, kw_only=True, tag="block.open"):
     """Station -> satellite: start a key block; ``params`` is JSON (distillation settings).
 
+    ``pad_keys`` (key IDs of earlier passes' stored key, ``pad_key_bytes`` each)
+    hold the Wegman–Carter transcript pads of this block; empty: HMAC only.
     Station -> satellite ``BlockReady(detail="commit")`` after Bob's key: the
     satellite keeps its key only then.
     """
 
     pass_id: str
     params: str
+    pad_keys: list[str] = []
+    pad_key_bytes: int = 0
 
 
 class BlockReady(LinkMessage, frozen=True, kw_only=True, tag="block.ready"):
@@ -205,6 +210,12 @@ class AmplifySeed(LinkMessage, frozen=True, kw_only=True, tag="amplify.seed"):
     key_bits: int
 
 
+class BlockAuth(LinkMessage, frozen=True, kw_only=True, tag="block.auth"):
+    """Either side: the Wegman–Carter tag over the block's whole transcript (16 bytes)."""
+
+    tag: bytes
+
+
 class BlockAbort(LinkMessage, frozen=True, kw_only=True, tag="block.abort"):
     """Either side: the block ends without a key, for ``reason``."""
 
@@ -227,6 +238,7 @@ _TYPES: list[type[LinkMessage]] = [
     VerifyTags,
     VerifyResult,
     AmplifySeed,
+    BlockAuth,
     BlockAbort,
 ]
 _decoder: msgspec.msgpack.Decoder[Any] | None = None

@@ -8,30 +8,35 @@ What is measured, honestly (QBER estimate = true QBER, deterministic seeds):
   first-message efficiency of :func:`default_efficiency`), the 32-bit check tag
   per frame (+0.0044 in f at 1 %, +0.0025 at 2 %, +0.0009 at 8 %) and reveals.
   Asserted: f ≤ 1.15 at QBER 3, 5 and 8 %; ≤ 1.155 at 2 % (syndrome 1.15 + tag);
-  at 1 % the target is NOT met: f ≈ 1.245. The syndrome efficiencies were
-  calibrated on 128–256 frames per QBER for a first-message FER ≤ ~10^-2:
-  1/256 failures at 1.24 and 4/128 at 1.22 (1 %); 2/256 at 1.15 and 7/256 at
+  at 1 % the target is NOT met: f ≈ 1.22. The syndrome efficiencies were
+  calibrated on 128–512 frames per QBER for a first-message FER ≤ ~10^-2:
+  2/512 failures at 1.21 and 13/512 at 1.20 (1 %); 2/256 at 1.15 and 7/256 at
   1.145 (2 %); 0/128 at 1.13 (3 %); 0/128 at 1.12 (5 %); 1/128 at 1.09 (8 %).
   At 1 % a 9·10^4-bit frame holds ~900 errors, whose binomial spread alone costs
   ~6 % in f at FER 10^-2 on top of the rate-0.9 code's density-evolution threshold
-  (f ≈ 1.14). First-message failures are asserted ≤ 2 of 96 (a regression guard:
+  (f ≈ 1.11). First-message failures are asserted ≤ 2 of 96 (a regression guard:
   96 frames cannot show FER ≤ 10^-2 to high confidence), and every frame must end
   identical to Alice's.
 * ``test_first_message_on_1e4_bit_frames``: 10^4-bit codewords keep working
-  (300 frames per QBER, f as calibrated for 9·10^3-bit frames: 1.48, 1.4, 1.25,
-  1.17), identical keys or a detected failure (Bob's syndrome check or the
-  verification tags) for every frame.
+  (300 frames per QBER, syndrome efficiency as calibrated for 9·10^3-bit frames:
+  1.48, 1.4, 1.25, 1.17; the 32-bit tag adds 0.044 at 1 %, 0.011 at 8 %; measured
+  f = 1.562, 1.425, 1.264, 1.179 with blind reveals), identical keys or a detected
+  failure (Bob's syndrome and tag checks, or the verification tags) for every frame.
 * ``test_blind_round_rescues_failed_frames``: FER after the blind round cannot
   be measured at 10^-4 in the time budget. Instead the first message is made to
   fail on purpose (true QBER 30 % above the estimate) and we count frames the
   reveal round does not rescue: none of ~200 forced failures, i.e.
   P(fail after | fail first) ≤ ~1.5 % (95 %), so with FER₁ ≤ 10^-2 the FER after
   the blind round is ≤ ~2·10^-4, under harsher conditions than normal operation.
-* Error floor: the degree-2 information columns of rates 0.75–0.875 close short
-  cycles of degree-2 variables, i.e. low-weight codewords (lifted girth 10–12).
+* Error floor: the degree-2 information columns of rates 0.75–0.925 close short
+  cycles of degree-2 variables, i.e. low-weight codewords (lifted girth 8–12).
   BP converged to one in 1 of 1024 frames at QBER 2 % (f 1.17), which the syndrome
-  cannot reveal; the per-frame check tag does (see test_ldpc_roles), so such a
-  frame is flagged to Bob and rescued by the blind round like any other failure.
+  cannot reveal; the per-frame check tag does (see test_ldpc_roles), and the blind
+  round's reveal of the bits the decoder flipped covers the wrong codeword.
+* Larger runs (not tests: /tmp scripts, 512 frames of 9·10^4 bits per QBER, blind
+  mode): first-message failures 2, 5, 1, 1, 0 of 512 at QBER 1, 2, 3, 5, 8 %, none
+  left after the blind round, none undetected; f = 1.219, 1.154, 1.132, 1.123,
+  1.101 including tags and reveals.
 """
 
 from __future__ import annotations
@@ -46,9 +51,9 @@ from groundkey_protocol.qkd.verify import poly_hash64
 
 SHORT_FRAME_BITS = 9_000
 LONG_FRAME_BITS = 90_000
-_F_MAX_SHORT = {0.01: 1.55, 0.02: 1.45, 0.05: 1.3, 0.08: 1.22}
+_F_MAX_SHORT = {0.01: 1.6, 0.02: 1.45, 0.05: 1.3, 0.08: 1.22}
 #: Issue 5 target f ≤ 1.15 over 1–8 %: met from 3 % up, +0.003 at 2 %, not at 1 %.
-_F_MAX_LONG = {0.01: 1.25, 0.02: 1.155, 0.03: 1.15, 0.05: 1.15, 0.08: 1.15}
+_F_MAX_LONG = {0.01: 1.225, 0.02: 1.155, 0.03: 1.15, 0.05: 1.15, 0.08: 1.15}
 _POINTS = [0x1234_5678_9ABC_DEF1, 0x0FED_CBA9_8765_4321]
 
 

@@ -66,9 +66,10 @@ __all__ = [
 ]
 
 #: Blind mode aims its first message at this fraction of the plain target
-#: efficiency. 1.0: measured, a more aggressive first message costs more in the
-#: reveal round than it saves (a revealed key bit is worth far less than a
-#: syndrome bit), so the blind round is a cheap rescue of the ~1 % failed frames.
+#: efficiency. 1.0: measured on 256 frames of 9·10^4 bits, 0.97 gives f 1.40 / 1.21 /
+#: 1.115 at QBER 1 / 2 / 5 % (against 1.246 / 1.154 / 1.123): the frames that then
+#: fail are far from converging and need the costly tranche, so the blind round is
+#: best used as a cheap rescue of the ≤ 1 % of frames that fail.
 BLIND_FIRST_FACTOR = 1.0
 #: In the blind round, Bob asks for enough symbols that the efficiency of what
 #: remains unknown is this factor times the plain target.
