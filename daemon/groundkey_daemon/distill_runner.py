@@ -271,7 +271,12 @@ def _fill(result: BlockResult, bob: DistillBob) -> None:
     result.messages = st.messages
 
 
-def _warm() -> int:
+def _warm(ldpc_dir: str | None = None, frame_bits: tuple[int, ...] = ()) -> int:
+    """Runs in a worker at start: imports done, LDPC codes built (or found) in the cache."""
+    if ldpc_dir and frame_bits:
+        from groundkey_daemon.ldpc_cache import LdpcCodeCache
+
+        return LdpcCodeCache(ldpc_dir).warm(frame_bits)
     return 0
 
 
@@ -316,7 +321,8 @@ class DistillRunner:
     stored key of earlier passes (reserved for :data:`PAD_CONSUMER` and acknowledged
     at once, so the material is erased and never delivered) before the block
     starts; with no such key the block is HMAC-only. ``ldpc_dir`` holds the
-    workers' LDPC code cache.
+    workers' LDPC code cache; :meth:`start` builds the codes for ``warm_frame_bits``
+    there, so the first block does not wait for them.
     """
 
     def __init__(
@@ -326,10 +332,12 @@ class DistillRunner:
         lag_interval_s: float = 0.01,
         store: _PadStore | None = None,
         ldpc_dir: str | os.PathLike[str] | None = None,
+        warm_frame_bits: tuple[int, ...] = (),
     ) -> None:
         self.workers = workers
         self.store = store
         self.ldpc_dir = str(ldpc_dir) if ldpc_dir is not None else None
+        self.warm_frame_bits = warm_frame_bits
         self.pads_used = 0
         self.lag = LoopLagMonitor(interval_s=lag_interval_s, window=100_000)
         self.active = 0
@@ -353,7 +361,7 @@ class DistillRunner:
     async def start(self) -> None:
         """Start the workers now (imports take a while), not at the first block."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor(), _warm)
+        await loop.run_in_executor(self._executor(), _warm, self.ldpc_dir, self.warm_frame_bits)
 
     async def take_pads(self, block_id: str, pass_id: str) -> TranscriptPads | None:
         """Consume key of earlier passes for ``block_id``'s transcript tags (None: none).

@@ -22,11 +22,15 @@ pre-positioning time and runs the pass:
   satellite confirms, and the commit is repeated after a restart).
 
 Every state change is logged and published (``StationStatus`` with the state in
-``detail``; ``PassEvent`` for scheduled/aos/los/completed/aborted). Blocks left
-pending by a crash are distilled at start-up. A reload (SIGHUP) swaps TLEs and
-thresholds for the *next* pass; the pass in progress keeps its plan. A drain
-(SIGTERM) stops acquiring, seals what was spooled and finishes the blocks in
-flight (or leaves them pending in the spool for the next start).
+``detail``; ``PassEvent`` for scheduled/aos/los/completed/aborted). After a crash,
+chunks spooled but not yet in a block are sealed (with their acquisition session's
+metadata) and every unfinished block is distilled or committed again, in the
+background, so that the station still joins a pass in progress. Lost tagger frames
+and dropped chunks are reported as the pass's degradation reasons. A reload
+(SIGHUP) swaps TLEs and thresholds for the *next* pass; the pass in progress keeps
+its plan. A drain (SIGTERM) stops acquiring, disarms the detectors, parks the mount
+(waiting until it is there), finishes the blocks in flight (or leaves them pending
+in the spool for the next start) and ends the pass as ``aborted``.
 """
 
 from __future__ import annotations
@@ -183,6 +187,7 @@ class Lifecycle:
         self._draining = False
         self._acquire_idle = asyncio.Event()
         self._acquire_idle.set()
+        self._recovery: asyncio.Task[None] | None = None
         self._track_idle = asyncio.Event()
         self._track_idle.set()
         self._stop_acquire = asyncio.Event()
@@ -232,6 +237,8 @@ class Lifecycle:
         self._wake.set()
         await self._acquire_idle.wait()
         await self._track_idle.wait()  # the mount is parked before the service stops
+        if self._recovery is not None:
+            await asyncio.gather(self._recovery, return_exceptions=True)
         while self._blocks:
             await asyncio.gather(*list(self._blocks), return_exceptions=True)
 
@@ -319,7 +326,18 @@ class Lifecycle:
 
     async def run(self) -> None:
         """The scheduler loop (a supervised component)."""
-        await self.recover()
+        # Blocks a crash left behind are finished in the background: a slow or absent
+        # link must not make the station miss the pass in progress.
+        if self._recovery is None:  # once: a restarted component must not re-run blocks
+            refs = await asyncio.to_thread(self._seal_orphans)
+            self._recovery = asyncio.create_task(self.recover(refs), name="lifecycle:recover")
+        try:
+            await self._schedule()
+        except asyncio.CancelledError:
+            self._recovery.cancel()
+            raise
+
+    async def _schedule(self) -> None:
         while not self._draining:
             self.progress()
             plan = self.next_plan()
@@ -527,6 +545,7 @@ class Lifecycle:
                     "tle": [plan.tle.line1, plan.tle.line2],
                     "station": [cfg.station.lat_deg, cfg.station.lon_deg, cfg.station.alt_m],
                 }
+                await asyncio.to_thread(self.spool.begin_session, plan.pass_id, meta)
                 self._event(report, "acquire")
                 writer = asyncio.create_task(self._spool_writer(plan, report, meta))
                 try:
@@ -699,9 +718,28 @@ class Lifecycle:
                 self.hub, block, ids, key_bytes=self.store.key_size_bytes, metrics=self.metrics
             )
 
-    async def recover(self) -> None:
-        """Blocks a crash left in the spool: stored ones are marked done, others re-run."""
-        refs = await asyncio.to_thread(self.spool.blocks)
+    def _seal_orphans(self) -> list[BlockRef]:
+        """Seal the chunks a crash left outside any block; then every block (blocking:
+        run in a thread, before acquisition starts)."""
+        roots = (
+            sorted(p.name for p in self.spool.root.iterdir()) if self.spool.root.is_dir() else []
+        )
+        for pass_id in roots:
+            for names, meta in self.spool.orphans(pass_id):
+                ref = self.spool.seal_block(pass_id, names, meta)
+                log.info(
+                    "pass %s: %d chunk(s) spooled before the restart sealed as block %d",
+                    pass_id,
+                    len(names),
+                    ref.index,
+                )
+        return self.spool.blocks()
+
+    async def recover(self, refs: list[BlockRef] | None = None) -> None:
+        """Blocks a crash left in the spool (``refs``: as listed at start-up): stored ones
+        are committed and marked done, the others distilled again."""
+        if refs is None:
+            refs = await asyncio.to_thread(self.spool.blocks)
         for ref in refs:
             if ref.state == "done":
                 continue

@@ -4,13 +4,16 @@ Layout under the spool directory (0700; files 0600)::
 
     <pass_id>/chunk-00000001.gkc     raw chunks, in arrival order
     <pass_id>/block-0001.json        a block: which chunks, and its state
+    <pass_id>/session-00000001.json  an acquisition run from that chunk on: its metadata
 
 A chunk file is ``b"GKC1" | count u64 LE | timestamps (<i8) | channels (u1)``,
 written to a temporary name, fsynced, renamed, and the directory fsynced: once
 :meth:`Spool.append` returns, the chunk survives a power cut. A block manifest is
 replaced the same way on every state change (``pending`` -> ``done``), so after
 a restart :meth:`Spool.pending_blocks` lists exactly the blocks still to
-distill. The methods do blocking file I/O: call them via ``asyncio.to_thread``
+distill, and :meth:`Spool.orphans` the chunks a crash left outside any block
+(grouped by acquisition session, with the metadata needed to seal them). The
+methods do blocking file I/O: call them via ``asyncio.to_thread``
 (or from a worker process).
 """
 
@@ -118,6 +121,43 @@ class Spool:
             _fsync_dir(self.root)
         return d
 
+    def _next_number(self, pass_id: str, d: Path) -> int:
+        n = self._next_chunk.get(pass_id)
+        if n is None:
+            n = 1 + max((int(p.stem[6:]) for p in d.glob("chunk-*.gkc")), default=0)
+        return n
+
+    def begin_session(self, pass_id: str, meta: dict[str, Any]) -> None:
+        """Record the metadata of an acquisition run whose chunks follow (so that chunks
+        a crash leaves unsealed can still be sealed into a block after a restart)."""
+        d = self._ensure(pass_id)
+        n = self._next_number(pass_id, d)
+        _write_durable(d / f"session-{n:08d}.json", json.dumps(meta, sort_keys=True).encode())
+
+    def orphans(self, pass_id: str) -> list[tuple[list[str], dict[str, Any]]]:
+        """Unsealed chunks of a pass, grouped by session: ``[(chunk names, meta)]``.
+        Chunks of no recorded session are left out (nothing to sync them with)."""
+        d = self.pass_dir(pass_id)
+        loose = self.unsealed_chunks(pass_id)
+        if not loose:
+            return []
+        sessions = sorted((int(p.stem[8:]), p) for p in d.glob("session-*.json"))
+        out = []
+        for i, (first, path) in enumerate(sessions):
+            end = sessions[i + 1][0] if i + 1 < len(sessions) else None
+            names = [
+                name
+                for name in loose
+                if int(name[6:14]) >= first and (end is None or int(name[6:14]) < end)
+            ]
+            if names:
+                try:
+                    meta = json.loads(path.read_text())
+                except (OSError, json.JSONDecodeError) as exc:
+                    raise SpoolError(f"{path}: unreadable session: {exc}") from None
+                out.append((names, dict(meta)))
+        return out
+
     def append(
         self, pass_id: str, timestamps_ps: npt.NDArray[np.int64], channels: npt.NDArray[np.uint8]
     ) -> str:
@@ -125,9 +165,7 @@ class Spool:
         if timestamps_ps.shape != channels.shape:
             raise ValueError("timestamps and channels differ in length")
         d = self._ensure(pass_id)
-        n = self._next_chunk.get(pass_id)
-        if n is None:
-            n = 1 + max((int(p.stem[6:]) for p in d.glob("chunk-*.gkc")), default=0)
+        n = self._next_number(pass_id, d)
         name = f"chunk-{n:08d}.gkc"
         self._next_chunk[pass_id] = n + 1
         body = (

@@ -13,7 +13,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from groundkey_daemon.commands.demo import STEPS
@@ -30,7 +29,7 @@ def free_port() -> int:
 def test_demo_runs_one_key_exchange_pass(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.run(
-        [GROUNDKEY, "demo", "--speed", "20", "--slice-s", "45", "--json",
+        [GROUNDKEY, "demo", "--speed", "10", "--min-el", "40", "--slice-s", "45", "--json",
          "--fetch-port", str(port), "--out", "demo-out"],
         cwd=tmp_path,
         capture_output=True,
@@ -58,7 +57,8 @@ def test_demo_runs_one_key_exchange_pass(tmp_path: Path) -> None:
     assert tracking["prepositioned"]
     assert tracking["parked"]
     assert tracking["rotator_errors"] == 0
-    assert tracking["time_on_target_s"] >= 0.9 * tracking["tracked_s"] > 150.0
+    assert tracking["tracked_s"] > 80.0
+    assert tracking["time_on_target_s"] >= 0.9 * tracking["tracked_s"]
     assert tracking["max_error_deg"] < 2 * tracking["threshold_deg"]  # GS-232B: whole deg
 
     # the pass report: text and a PNG
@@ -93,24 +93,20 @@ def test_demo_runs_one_key_exchange_pass(tmp_path: Path) -> None:
     get_line = next(line.strip() for line in lines if " keys get " in line)
     assert serve_line == keys["serve"] + " &"
     assert get_line == keys["get"]
-    server = subprocess.Popen(
+    with subprocess.Popen(
         shlex.split(keys["serve"]), cwd=tmp_path, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert server.stdout is not None
-        assert server.stdout.readline().strip() == f"tcp://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
+    ) as server:
+        try:
+            assert server.stdout is not None
+            assert server.stdout.readline().strip() == f"tcp://127.0.0.1:{port}"
             got = subprocess.run(
                 shlex.split(keys["get"]), cwd=tmp_path, capture_output=True, text=True,
                 timeout=60, check=False,
             )  # fmt: skip
-            if got.returncode == 0 or time.monotonic() > deadline:
-                break
-        assert got.returncode == 0, got.stderr
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+            assert got.returncode == 0, got.stderr
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
     (delivered,) = json.loads(got.stdout)["keys"]
     block_id, idx = next((r[1], r[2]) for r in rows if r[0] == delivered["key_ID"])
     assert base64.b64decode(delivered["key"]) == sat[block_id][32 * idx : 32 * idx + 32]

@@ -53,7 +53,7 @@ def _keys(result: object) -> dict[str, bytes]:
 
 
 def test_sigkill_at_eleven_points_loses_duplicates_and_redelivers_nothing(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, speed=40.0, tagger_s=5.0)
+    rig = Rig(tmp_path, speed=30.0, tagger_s=5.0)
     consumers = Consumers(tmp_path)
     dead_link = f"tcp://127.0.0.1:{free_port()}"
     spool = Spool(tmp_path / "state" / "spool")
@@ -149,6 +149,8 @@ def test_sigkill_at_eleven_points_loses_duplicates_and_redelivers_nothing(tmp_pa
 
     log = rig.log
     assert len(points) >= 10, points
+    # the chunks spooled before the first kill were sealed into a block, not forgotten
+    assert "chunk(s) spooled before the restart sealed as block" in log
     assert log.count("supervisor: ready") == len(points) + 2
     assert "Traceback" not in log.replace("=== SIGKILL ===", ""), log
     # both ends agree on every block: the same blocks, no duplicates, the same bits
@@ -166,3 +168,24 @@ def test_sigkill_at_eleven_points_loses_duplicates_and_redelivers_nothing(tmp_pa
             assert delivered.get(key_id) == alice[block_id][32 * i : 32 * (i + 1)], key_id
     assert len(all_ids) == len(set(all_ids)) == len(delivered)  # nothing lost or duplicated
     assert all(material == b"" for _, _, material in stored.values())  # erased after the ack
+
+
+def test_spool_orphans_are_grouped_by_acquisition_session(tmp_path: Path) -> None:
+    """Chunks a crash left outside any block come back with their own session's metadata
+    (each acquisition run restarts the tagger's time base); sealed chunks do not."""
+    import numpy as np
+
+    spool = Spool(tmp_path)
+    ts, ch = np.arange(5, dtype=np.int64), np.ones(5, dtype=np.uint8)
+    spool.begin_session(PASS_ID, {"start_unix_s": 1.0})
+    first = [spool.append(PASS_ID, ts, ch) for _ in range(3)]
+    spool.seal_block(PASS_ID, first[:2], {"start_unix_s": 1.0})
+    restarted = Spool(tmp_path)  # a new process: numbering continues from the files
+    restarted.begin_session(PASS_ID, {"start_unix_s": 2.0})
+    second = [restarted.append(PASS_ID, ts, ch) for _ in range(2)]
+    assert restarted.orphans(PASS_ID) == [
+        ([first[2]], {"start_unix_s": 1.0}),
+        (second, {"start_unix_s": 2.0}),
+    ]
+    restarted.seal_block(PASS_ID, second, {"start_unix_s": 2.0})
+    assert [names for names, _ in restarted.orphans(PASS_ID)] == [[first[2]]]

@@ -87,6 +87,9 @@ class Service:
             workers=cfg.distill.workers,
             store=store if cfg.link.transcript_auth else None,
             ldpc_dir=Path(cfg.keystore.state_dir) / "ldpc",
+            warm_frame_bits=(cfg.distill.frame_bits,)
+            if cfg.distill.method.startswith("ldpc")
+            else (),
         )
         link_key = load_link_key(cfg.link_auth.link_key) if cfg.link.endpoint else None
         lag = LoopLagMonitor(

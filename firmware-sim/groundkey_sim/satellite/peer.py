@@ -1,20 +1,26 @@
 """Sans-I/O satellite peer: authenticated frames in, authenticated frames out.
 
-Wire format (the station's ``groundkey_daemon.link`` speaks the same): each
-ZeroMQ message is ``[block_id, auth frame]``; the auth frame
-(:mod:`groundkey_protocol.link.auth`, HMAC-SHA256 under the pre-shared link key)
-carries one encoded link message. Each block has its own session with direction
-contexts ``"<peer>/<block_id>"`` -> ``"<local>/<block_id>"``. A block starts with
-``BlockOpen`` (the station's distillation settings) and the satellite answers
-``BlockReady``. Alice's key is kept only when the station commits the block (it
-stored Bob's key): ``BlockReady(detail="commit")`` on the separate, idempotent
-commit session (route ``commit/<block_id>``, contexts ``"<peer>-commit/<block_id>"``),
-answered ``BlockReady(detail="committed")``.
+The framing is :mod:`groundkey_protocol.link.session`, shared with the station's
+``groundkey_daemon.link``: each ZeroMQ message is ``[route, auth frame]``, every
+block has its own HMAC session (``"<peer>/<block_id>"`` -> ``"<local>/<block_id>"``).
+A block starts with ``BlockOpen`` (the station's distillation settings, the
+reconciliation method included) and the satellite answers ``BlockReady``.
 
-A frame that fails authentication (tampered, forged, replayed, reflected) aborts
-its block: the satellite logs it, answers a sealed ``BlockAbort`` and forgets the
-block's key. A ``BlockOpen`` for a block that already ran is a replay and is
-ignored.
+When ``BlockOpen`` names pads from earlier passes' key (the keys directory holds
+the same committed keys as the station's store; :class:`PadSource`), Alice's key
+is kept only after the station's Wegman–Carter tag over the whole transcript
+matches; the satellite then answers with its own tag. Pads are used once (listed
+in ``wc-used``); a block naming unknown or used pads is refused. Without pads the
+block is HMAC-only (logged).
+
+Alice's key is kept only when the station commits the block (it stored Bob's
+key): ``BlockReady(detail="commit")`` on the separate, idempotent commit session
+(route ``commit/<block_id>``), answered ``BlockReady(detail="committed")``.
+
+A frame that fails authentication (tampered, forged, replayed, reflected), or a
+transcript tag that does not match, aborts its block: the satellite logs it,
+answers a sealed ``BlockAbort`` and forgets the block's key. A ``BlockOpen`` for
+a block that already ran is a replay and is ignored.
 """
 
 from __future__ import annotations

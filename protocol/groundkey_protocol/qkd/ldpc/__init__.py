@@ -7,8 +7,8 @@
   :mod:`groundkey_protocol.qkd.reconcile`; :mod:`.codes`: the code table.
 
 Operating point: frames of :data:`RECOMMENDED_FRAME_BITS` key bits (10^5-bit
-codewords). Measured there, with a first-message FER ≤ ~10^-2, f ≈ 1.22 (QBER
-1 %), 1.154 (2 %), 1.132 (3 %), 1.123 (5 %), 1.101 (8 %) including the check tag;
+codewords). Measured there, with a first-message FER ≤ ~10^-2, f ≈ 1.23 (QBER
+1 %), 1.158 (2 %), 1.132 (3 %), 1.123 (5 %), 1.101 (8 %) including the check tag;
 10^4-bit codewords work too, at syndrome efficiencies 1.48, 1.4, 1.32, 1.25, 1.17
 (see :func:`default_efficiency`) plus 32/(N·h(Q)) for the tag.
 

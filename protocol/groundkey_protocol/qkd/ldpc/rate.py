@@ -52,9 +52,9 @@ IntArray = npt.NDArray[np.int64]
 # The 4.5·10^4 column predates the degree-2 profiles and is conservative now.
 _EFFICIENCY_TABLE: tuple[tuple[float, float, float, float], ...] = (
     (0.005, 1.7, 1.45, 1.45),
-    (0.01, 1.48, 1.32, 1.21),
+    (0.01, 1.48, 1.32, 1.22),
     (0.015, 1.44, 1.3, 1.2),
-    (0.02, 1.4, 1.27, 1.15),
+    (0.02, 1.4, 1.27, 1.155),
     (0.03, 1.32, 1.22, 1.13),
     (0.05, 1.25, 1.17, 1.12),
     (0.08, 1.17, 1.12, 1.1),
