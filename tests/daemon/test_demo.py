@@ -29,7 +29,7 @@ def free_port() -> int:
 def test_demo_runs_one_key_exchange_pass(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.run(
-        [GROUNDKEY, "demo", "--speed", "10", "--min-el", "40", "--slice-s", "45", "--json",
+        [GROUNDKEY, "demo", "--json",
          "--fetch-port", str(port), "--out", "demo-out"],
         cwd=tmp_path,
         capture_output=True,
@@ -57,7 +57,7 @@ def test_demo_runs_one_key_exchange_pass(tmp_path: Path) -> None:
     assert tracking["prepositioned"]
     assert tracking["parked"]
     assert tracking["rotator_errors"] == 0
-    assert tracking["tracked_s"] > 80.0
+    assert tracking["tracked_s"] > 45.0
     assert tracking["time_on_target_s"] >= 0.9 * tracking["tracked_s"]
     assert tracking["max_error_deg"] < 2 * tracking["threshold_deg"]  # GS-232B: whole deg
 
@@ -68,7 +68,7 @@ def test_demo_runs_one_key_exchange_pass(tmp_path: Path) -> None:
     assert report["sifted_bits"] > 10 * report["secret_bits"] > 0
     text = (out / "pass-report.txt").read_text()
     for needle in ("elevation: max", "detection rate", "QBER", "sifted", "secret",
-                   "key rate over time", "representative slice", "time on target"):  # fmt: skip
+                   "key rate over time", "whole pass above 45 deg", "time on target"):  # fmt: skip
         assert needle in text, needle
     png = (out / "pass-report.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")

@@ -39,9 +39,9 @@ if TYPE_CHECKING:
     from groundkey_protocol.orbit import Pass, Tle
 
 #: Simulated time between the clock's start and the daemon's pre-positioning.
-LEAD_IN_S = 15.0
-#: Pre-positioning lead of the demo station (the mount slews from park).
-PREPOSITION_S = 60.0
+LEAD_IN_S = 5.0
+#: Pre-positioning lead of the demo station (the mount slews ~26 s from park).
+PREPOSITION_S = 40.0
 #: Sun elevation at TCA above which a pass is skipped (QKD needs the night).
 DARK_SUN_EL_DEG = -12.0
 #: Wall seconds between starting the simulators and the clock's epoch (start-up).
@@ -56,14 +56,14 @@ def register(sub: Any) -> None:
         help="one simulated key-exchange pass of Micius over Xinglong (what `make demo` runs)",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    parser.add_argument("--speed", type=float, default=10.0, help="simulated clock speed")
+    parser.add_argument("--speed", type=float, default=5.0, help="simulated clock speed")
     parser.add_argument(
-        "--min-el", type=float, default=30.0, help="pass above this elevation (deg)"
+        "--min-el", type=float, default=45.0, help="pass above this elevation (deg)"
     )
     parser.add_argument(
         "--slice-s",
         type=float,
-        default=90.0,
+        default=0.0,
         help="simulated seconds of downlink after AOS to acquire and distill (0: whole pass)",
     )
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="demo directory")
