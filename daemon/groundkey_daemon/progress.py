@@ -151,6 +151,8 @@ class TelemetryProgress:
     def _tick(self) -> None:
         if self._time_s < self._next_s:
             return
+        if not (math.isfinite(self._el_deg) or math.isfinite(self._rate_hz)):
+            return  # slewing or parked: the state lines say so
         self._next_s = self._time_s + self.every_s
         el = f"el {self._el_deg:5.1f} deg" if math.isfinite(self._el_deg) else "el     ? deg"
         err = f"err {self._error_deg:5.2f} deg" if math.isfinite(self._error_deg) else "err     ?"

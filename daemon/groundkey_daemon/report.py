@@ -259,7 +259,7 @@ def write_png(record: PassRecord, path: Path, *, title: str = "") -> Path:
                                                if math.isfinite(p[2])), default=0.0)))  # fmt: skip
     ax_el.set_ylabel("elevation (deg)", color="tab:blue")
     ax_el.tick_params(axis="y", colors="tab:blue")
-    ax_el.legend(loc="lower center", fontsize=8)
+    ax_el.legend(loc="lower left", fontsize=8)
     if record.counts:
         t = dates([c[0] for c in record.counts])
         ax_rate.plot(t, [c[1] / 1e3 for c in record.counts], "o-", ms=3, color="tab:green",
@@ -285,8 +285,9 @@ def write_png(record: PassRecord, path: Path, *, title: str = "") -> Path:
         ax_key.step(dates([start]) + t, [0.0, *cumulative], "-", where="post", color="tab:purple")
         ax_key.plot(t, cumulative, "o", color="tab:purple")
         for when, total, block in zip(t, cumulative, record.blocks, strict=True):
-            ax_key.annotate(f"QBER {100 * block.qber:.2f} %", (when, total),
-                            textcoords="offset points", xytext=(6, -12), fontsize=8)  # fmt: skip
+            ax_key.annotate(f"{total:.1f} kbit, QBER {100 * block.qber:.2f} %", (when, total),
+                            textcoords="offset points", xytext=(-8, 6), ha="right",
+                            fontsize=8)  # fmt: skip
         ax_key.set_ylim(0, 1.3 * float(cumulative[-1]))
     ax_key.set_ylabel("secret key stored (kbit)")
     ax_key.set_xlabel("UTC (simulated clock)")

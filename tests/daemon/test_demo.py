@@ -6,7 +6,9 @@ works against a delivery server on that store."""
 
 from __future__ import annotations
 
+import argparse
 import base64
+import contextlib
 import json
 import shlex
 import socket
@@ -15,7 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from groundkey_daemon.commands.demo import STEPS
+import pytest
+
+from groundkey_daemon.commands.demo import STEPS, DemoContext, daemon_config_text, prepare_directory
+from groundkey_daemon.daemon_config import load_daemon_config
+from groundkey_daemon.errors import UserError
 
 GROUNDKEY = str(Path(sys.executable).parent / "groundkey")
 
@@ -110,6 +116,38 @@ def test_demo_runs_one_key_exchange_pass(tmp_path: Path) -> None:
     (delivered,) = json.loads(got.stdout)["keys"]
     block_id, idx = next((r[1], r[2]) for r in rows if r[0] == delivered["key_ID"])
     assert base64.b64decode(delivered["key"]) == sat[block_id][32 * idx : 32 * idx + 32]
+
+
+def test_demo_config_validates_and_uses_mqtt_only_when_asked(tmp_path: Path) -> None:
+    """The generated station config passes the daemon's full validation (paths and
+    secrets included); MQTT is off unless ``--mqtt HOST:PORT`` names a broker."""
+
+    def config_for(mqtt: str) -> Path:
+        args = argparse.Namespace(out=tmp_path / "demo-out", mqtt=mqtt, min_el=45.0)
+        ctx = DemoContext(args=args, stack=contextlib.AsyncExitStack(), out=print)
+        prepare_directory(ctx)
+        ctx.urls = {"rotator": "tcp://127.0.0.1:1", "tagger": "usbnet://127.0.0.1:2",
+                    "detector": "tcp://127.0.0.1:3", "satellite": "tcp://127.0.0.1:4"}  # fmt: skip
+        ctx.clock_spec = "sim:2016-12-19T16:51:03Z,speed=5"
+        path = tmp_path / "demo-out" / "station.toml"
+        path.write_text(
+            daemon_config_text(ctx, pub="tcp://127.0.0.1:5", delivery="tcp://127.0.0.1:6")
+        )
+        return path
+
+    plain = load_daemon_config(config_for(""))
+    assert not plain.telemetry.mqtt.enabled
+    assert plain.delivery.enabled
+    assert plain.service.max_passes == 1
+    assert (tmp_path / "demo-out" / "link.key").stat().st_mode & 0o777 == 0o600
+    with_broker = load_daemon_config(config_for("broker.example:8883"))
+    assert with_broker.telemetry.mqtt.enabled
+    assert (with_broker.telemetry.mqtt.host, with_broker.telemetry.mqtt.port) == (
+        "broker.example",
+        8883,
+    )
+    with pytest.raises(UserError, match="--mqtt must be HOST:PORT"):
+        config_for("no-port")
 
 
 def test_demo_rejects_a_bad_speed() -> None:
