@@ -94,6 +94,9 @@ def test_demo_runs_one_key_exchange_pass(tmp_path: Path) -> None:
         assert material.hex() not in proc.stdout + log
         assert base64.b64encode(material).decode() not in proc.stdout + log
 
+    link_key = (out / "link.key").read_text().strip()
+    assert link_key not in proc.stdout + log
+
     # the printed fetch commands work: a server on the demo's store, the demo consumer
     serve_line = next(line.strip() for line in lines if " keys serve " in line)
     get_line = next(line.strip() for line in lines if " keys get " in line)

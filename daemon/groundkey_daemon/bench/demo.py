@@ -33,8 +33,11 @@ def _demo_pass() -> Iterator[Record]:
         )
         wall_s = time.perf_counter() - t0
     key_bits = 0.0
-    if proc.returncode == 0 and proc.stdout.strip():
-        result = json.loads(proc.stdout.splitlines()[-1])
+    if proc.stdout.strip():
+        try:
+            result = json.loads(proc.stdout.splitlines()[-1])
+        except ValueError:  # the demo failed before its summary
+            result = {}
         key_bits = float(result.get("report", {}).get("secret_bits", 0))
     yield Record("daemon.demo_pass.wall_s", wall_s, "s")
     yield Record("daemon.demo_pass.key_bits", key_bits, "bit")

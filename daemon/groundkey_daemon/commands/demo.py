@@ -364,14 +364,16 @@ async def step_daemon(ctx: DemoContext) -> None:
     try:
         code = await asyncio.wait_for(proc.wait(), ctx.args.timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
         raise UserError(
             f"the pass did not finish in {ctx.args.timeout:g} s; see {p['out'] / 'daemon.log'}"
         ) from None
     finally:
-        await asyncio.sleep(0.2)  # the last telemetry messages
+        if proc.returncode is None:  # timed out or interrupted: end the whole service
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        else:
+            await asyncio.sleep(0.2)  # the last telemetry messages
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listener
@@ -582,6 +584,9 @@ def run(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     results = asyncio.run(run_demo(args, out))
+    ok = results.get("outcome") == "completed" and results.get("keys", {}).get("count", 0) > 0
+    if not ok:
+        out(f"no key from this pass (see {args.out / 'daemon.log'})")
     if args.json:
         print(json.dumps(results))
-    return 0
+    return 0 if ok else 1

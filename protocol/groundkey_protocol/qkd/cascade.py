@@ -248,6 +248,39 @@ def _pack64(bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
     return np.ascontiguousarray(packed).view(np.uint64)
 
 
+def _distinct(values: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Sorted distinct values (``np.unique`` without its per-call overhead on small arrays)."""
+    out = np.sort(values)
+    if out.size > 1:
+        step = out[1:] != out[:-1]
+        if np.count_nonzero(step) < step.size:
+            return out[np.concatenate(([True], step))]
+    return out
+
+
+def _prefix_rows(
+    table: NDArray[np.uint8],
+    row0: int,
+    bits: NDArray[np.uint8],
+    frames: NDArray[np.int64],
+    perm: NDArray[np.int64] | None,
+) -> None:
+    """Write the prefix XOR of ``bits[frames]`` (in ``perm`` order) into rows ``row0 +
+    frames`` of ``table`` from column 1 (column 0 stays 0); ``frames`` sorted, distinct.
+
+    A contiguous run of frames is read and written in place (no gather, no copy).
+    """
+    lo, hi = int(frames[0]), int(frames[-1]) + 1
+    if hi - lo == frames.size:
+        src = bits[lo:hi]
+        permuted = src if perm is None else src.take(perm, axis=1)
+        np.bitwise_xor.accumulate(permuted, axis=1, out=table[row0 + lo : row0 + hi, 1:])
+        return
+    src = bits[frames]
+    permuted = src if perm is None else src.take(perm, axis=1)
+    table[row0 + frames, 1:] = np.bitwise_xor.accumulate(permuted, axis=1)
+
+
 def _arr(data: bytes, dtype: str, what: str) -> NDArray[np.int64]:
     size = np.dtype(dtype).itemsize
     if len(data) % size:
@@ -287,19 +320,16 @@ class CascadeAlice(ReconcileAlice):
         room = self._prefix.size // (frames * n1)
         q_max = int(q.max())
         if q_max >= room:
-            room = min(self._passes.max_passes, max(q_max + 1, 2 * room))
+            fixed = len(self._passes.specs)
+            room = min(self._passes.max_passes, max(q_max + 1, 2 * room, fixed))
             grown = np.zeros(room * frames * n1, dtype=np.uint8)
             grown[: self._prefix.size] = self._prefix
             self._prefix = grown
         rows = self._prefix.reshape(room * frames, n1)
-        for qq in np.unique(q).tolist():
-            todo = np.unique(f[q == qq])
-            sub = self._bits[todo]
-            permuted = sub if qq == 0 else sub.take(self._passes.perm(qq), axis=1)
-            block = np.empty((todo.size, n1), dtype=np.uint8)
-            block[:, 0] = 0
-            np.bitwise_xor.accumulate(permuted, axis=1, out=block[:, 1:])
-            rows[qq * frames + todo] = block
+        for qq in _distinct(q).tolist():
+            todo = _distinct(f[q == qq])
+            perm = None if qq == 0 else self._passes.perm(qq)
+            _prefix_rows(rows, qq * frames, self._bits, todo, perm)
             self._prefix_done[qq, todo] = True
 
     def _top_query(self, q: int, rows: NDArray[np.int64]) -> NDArray[np.uint8]:
@@ -334,7 +364,7 @@ class CascadeAlice(ReconcileAlice):
             whole = self._masked[q] & (s % k == 0) & (e == np.minimum(s + k, self.frame_bits))
             if np.count_nonzero(whole):
                 out = np.empty(f.size, dtype=np.uint8)
-                for qq in np.unique(q[whole]).tolist():
+                for qq in _distinct(q[whole]).tolist():
                     sel = whole & (q == qq)
                     out[sel] = self._top_table(qq)[f[sel], s[sel] // k[sel]]
                 part = ~whole
@@ -495,7 +525,7 @@ class CascadeBob(ReconcileBob):
         self, base: NDArray[np.int64], s: NDArray[np.int64], e: NDArray[np.int64]
     ) -> NDArray[np.int64]:
         """Tree index of ``[s, e)``: its midpoint, or ``n + s`` for a single position."""
-        return cast(NDArray[np.int64], base + ((s + e) >> 1) + self.frame_bits * ((e - s) == 1))
+        return cast("NDArray[np.int64]", base + ((s + e) >> 1) + self.frame_bits * ((e - s) == 1))
 
     def _store_tops(self, q: int, rows: NDArray[np.int64], sent: NDArray[np.uint8]) -> None:
         """Alice's top-level parities of pass ``q`` for ``rows`` (inferring the last block)."""
@@ -544,7 +574,7 @@ class CascadeBob(ReconcileBob):
             tree[level[5]] = (left ^ parent) + 1
         if small_f.size:
             vals = parities[at:]
-            for qq in np.unique(small_q).tolist():
+            for qq in _distinct(small_q).tolist():
                 sel = small_q == qq
                 self._store_tops(int(qq), small_f[sel], vals[sel][:, None])
         if n_search:
@@ -676,7 +706,7 @@ class CascadeBob(ReconcileBob):
         long = lengths >= _LONG_RANGE
         out = np.empty(s.size, dtype=np.uint8)
         rows = perm_base[long] // n * frames + bit_base[long] // n
-        missing = np.unique(rows[~self._prefix_ok[rows]])
+        missing = _distinct(rows[~self._prefix_ok[rows]])
         if missing.size:
             room = self._prefix.size // (frames * n1)
             need = int(missing.max()) // frames + 1
@@ -687,14 +717,9 @@ class CascadeBob(ReconcileBob):
                 self._prefix = grown
             table = self._prefix.reshape(-1, n1)
             mq, mf = np.divmod(missing, frames)
-            for qq in np.unique(mq).tolist():
-                at = mq == qq
-                sub = self._bits[mf[at]]
-                permuted = sub if qq == 0 else sub.take(self._passes.perm(qq), axis=1)
-                block = np.empty((sub.shape[0], n1), dtype=np.uint8)
-                block[:, 0] = 0
-                np.bitwise_xor.accumulate(permuted, axis=1, out=block[:, 1:])
-                table[missing[at]] = block
+            for qq in _distinct(mq).tolist():
+                perm = None if qq == 0 else self._passes.perm(qq)
+                _prefix_rows(table, qq * frames, self._bits, mf[mq == qq], perm)
             self._prefix_ok[missing] = True
         start = rows * n1 + s[long]
         out[long] = self._prefix[start + lengths[long]] ^ self._prefix[start]
@@ -730,7 +755,7 @@ class CascadeBob(ReconcileBob):
         self._cand.append(found[_G])
         self._recheck = True  # frames whose wave ended may have nothing left
         n = self.frame_bits
-        flat = np.unique(found[_FB] + self._perm_cat[found[_PB] + found[_S]])
+        flat = _distinct(found[_FB] + self._perm_cat[found[_PB] + found[_S]])
         self._bits_flat[flat] ^= 1
         self.flips += int(flat.size)
         ff, ii = np.divmod(flat, n)
@@ -754,7 +779,7 @@ class CascadeBob(ReconcileBob):
         c = c[self._known[c] & (self._alice[c] != self._bob[c]) & ~self._busy[c]]
         if c.size == 0:
             return False
-        c = np.unique(c)
+        c = _distinct(c)
         q = np.searchsorted(self._boff, c, side="right") - 1
         f, b = np.divmod(c - self._boff[q], self._nb[q])
         ok = q <= self._cur[f]
@@ -798,7 +823,7 @@ class CascadeBob(ReconcileBob):
         self._cur[rows] = nxt
         self._flipped[rows] = False
         self._recheck = True
-        for qq in np.unique(nxt).tolist():
+        for qq in _distinct(nxt).tolist():
             sel = rows[nxt == qq]
             self._make_passes(qq + 1)
             if self._td[qq] == 0:
