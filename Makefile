@@ -1,5 +1,5 @@
 # groundkey — two commands on a fresh Debian/Ubuntu machine:
-#   make demo   track (and later distill) one simulated pass on embedded defaults
+#   make demo   one full simulated key-exchange pass on embedded defaults
 #   make test   everything CI checks: ruff, mypy --strict, import contracts, pytest
 SHELL := /bin/bash
 PYTHON ?= python3

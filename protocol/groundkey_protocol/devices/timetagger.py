@@ -12,9 +12,9 @@ bReq    name            dir   wValue / wIndex / data
 0x02    SET_CHANNELS    OUT   wValue = bit mask of enabled channels (bit n = channel n)
 0x03    SET_THRESHOLD   OUT   wIndex = channel, wValue = threshold mV (int16)
 0x04    SET_DELAY       OUT   wIndex = channel, data = int32 LE delay in ps
-0x05    START           OUT   time base restarts at 0, sequence restarts at 0
+0x05    START           OUT   time base restarts at 0 (STATUS reports when), sequence at 0
 0x06    STOP            OUT   -
-0x07    STATUS          IN    32 bytes, :data:`STATUS_STRUCT`
+0x07    STATUS          IN    40 bytes, :data:`STATUS_STRUCT` (older firmware: 32)
 0x08    RESET           OUT   the device re-enumerates (the host must reconnect)
 0x7F    DEBUG_DROP      OUT   simulator only: wValue frames are silently discarded
 ======  ==============  ====  ===============================================
@@ -82,9 +82,10 @@ KIND_TAG: Final = 0
 KIND_OVERFLOW: Final = 1
 KIND_MISSED: Final = 2
 
-STATUS_STRUCT: Final = struct.Struct(
-    "<BBHIQQQ"
-)  # running, version, mask, seq, frames, tags, missed
+#: running, version, mask, seq, frames, tags, missed, start time (µs since the Unix epoch)
+STATUS_STRUCT: Final = struct.Struct("<BBHIQQQq")
+#: the STATUS reply of firmware without the start-time field (decoded with start 0)
+STATUS_STRUCT_V1: Final = struct.Struct("<BBHIQQQ")
 
 Int64Array = npt.NDArray[np.int64]
 UInt8Array = npt.NDArray[np.uint8]
@@ -93,7 +94,12 @@ UInt64Array = npt.NDArray[np.uint64]
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """Reply of ``STATUS``."""
+    """Reply of ``STATUS``.
+
+    ``start_unix_us``: the instant (device clock, µs since the Unix epoch) that
+    tagger time 0 of the current or last run stands for; 0 when unknown (never
+    started, or firmware that does not report it).
+    """
 
     running: bool
     channel_mask: int
@@ -101,6 +107,12 @@ class Status:
     frames_sent: int
     tags_sent: int
     missed_events: int
+    start_unix_us: int = 0
+
+    @property
+    def start_unix_s(self) -> float | None:
+        """``start_unix_us`` in seconds; None when unknown."""
+        return self.start_unix_us * 1e-6 if self.start_unix_us else None
 
     def encode(self) -> bytes:
         return STATUS_STRUCT.pack(
@@ -111,14 +123,22 @@ class Status:
             self.frames_sent,
             self.tags_sent,
             self.missed_events,
+            self.start_unix_us,
         )
 
     @classmethod
     def decode(cls, data: bytes) -> Status:
+        if len(data) == STATUS_STRUCT_V1.size:
+            running, _version, mask, seq, frames, tags, missed = STATUS_STRUCT_V1.unpack(data)
+            return cls(bool(running), mask, seq, frames, tags, missed)
         if len(data) != STATUS_STRUCT.size:
-            raise ProtocolError(f"status is {len(data)} bytes, expected 32", protocol=PROTOCOL)
-        running, _version, mask, seq, frames, tags, missed = STATUS_STRUCT.unpack(data)
-        return cls(bool(running), mask, seq, frames, tags, missed)
+            raise ProtocolError(
+                f"status is {len(data)} bytes, expected {STATUS_STRUCT.size}"
+                f" (or {STATUS_STRUCT_V1.size})",
+                protocol=PROTOCOL,
+            )
+        running, _version, mask, seq, frames, tags, missed, start_us = STATUS_STRUCT.unpack(data)
+        return cls(bool(running), mask, seq, frames, tags, missed, start_us)
 
 
 def encode_identify(vendor: str, model: str, serial: str, firmware: str) -> bytes:

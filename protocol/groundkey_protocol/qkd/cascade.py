@@ -67,6 +67,11 @@ _LOOK3 = 8  # at most this many: three levels
 _LOOK4 = 2  # at most this many: four levels
 _LOOK_SLACK = 0  # searches within this many levels of their frame's longest
 _LONG_RANGE = 2048  # Bob reads ranges at least this long from a prefix XOR
+_WORD_READ = 4096  # Bob reads ranges of passes 0 and 1 eight bits a word from this many bits
+_ALL = (1 << 64) - 1
+# byte masks of a little-endian word: bytes from r on (head), bytes below t (tail)
+_HEAD = np.array([(_ALL << (8 * r)) & _ALL for r in range(8)], dtype=np.uint64)
+_TAIL = np.array([0] + [(1 << (8 * t)) - 1 for t in range(1, 9)], dtype=np.uint64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +172,14 @@ class _Passes:
             self._masks[q] = _block_masks(self.seed, q, self.n, k, self.perm(q))
         return self._masks[q]
 
-    def top_parities(self, bits: NDArray[np.uint8], q: int) -> NDArray[np.uint8]:
-        """Parities of all blocks of pass ``q`` for every row of ``bits``: (rows, nblocks)."""
+    def top_parities(
+        self,
+        bits: NDArray[np.uint8],
+        q: int,
+        permuted: NDArray[np.uint8] | None = None,
+    ) -> NDArray[np.uint8]:
+        """Parities of all blocks of pass ``q`` for every row of ``bits``: (rows, nblocks)
+        (``permuted``: ``bits`` already in pass ``q`` order, if the caller has it)."""
         k = self.spec(q).block_bits
         if q > 0 and self.nblocks(q) <= _MASK_BLOCKS:
             # few big blocks: AND with packed masks and popcount, no permuted copy
@@ -176,7 +187,8 @@ class _Passes:
             masked = packed[:, None, :] & self._block_masks(q)[None, :, :]
             counts = np.asarray(np.bitwise_count(masked), dtype=np.int64).sum(axis=2)
             return np.asarray(counts & 1, dtype=np.uint8)
-        permuted = bits if q == 0 else np.take(bits, self.perm(q), axis=1)
+        if permuted is None:
+            permuted = bits if q == 0 else np.take(bits, self.perm(q), axis=1)
         if self.n % k == 0:
             # uint8 sums wrap modulo 256, which keeps the parity
             blocks = permuted.reshape(bits.shape[0], -1, k)
@@ -455,6 +467,13 @@ class CascadeBob(ReconcileBob):
         passes = self._passes = _Passes(params, self.frame_bits)
         frames, n = self.frames, self.frame_bits
         count = passes.max_passes
+        # Bob's bits in pass 0 and pass 1 order, one after the other (flips keep both
+        # current), viewed as words too: ranges of these passes are contiguous there
+        size = 2 * frames * n
+        self._cwords = np.zeros(size // 8 + 2, dtype="<u8")
+        self._cbits = self._cwords.view(np.uint8)
+        self._cbits[: frames * n] = self._bits.reshape(-1)
+        self._bits = self._cbits[: frames * n].reshape(frames, n)
         self._bits_flat = self._bits.reshape(-1)
         self._fixed = len(passes.specs)
         self._k = np.array([passes.spec(q).block_bits for q in range(count)], dtype=_I64)
@@ -508,7 +527,11 @@ class CascadeBob(ReconcileBob):
             tree[: self._tree.size] = self._tree
             self._tree = tree
         for q in range(self._made, upto):
-            par = self._passes.top_parities(self._bits, q)
+            permuted = None
+            if q == 1:
+                permuted = self._cbits[frames * n : 2 * frames * n].reshape(frames, n)
+                np.take(self._bits, self._passes.perm(1), axis=1, out=permuted)
+            par = self._passes.top_parities(self._bits, q, permuted)
             self._bob[self._boff[q] : self._boff[q + 1]] = par.reshape(-1)
         self._made = upto
         self._perm_cat = self._passes.perm_cat(upto - 1)
@@ -678,6 +701,17 @@ class CascadeBob(ReconcileBob):
             return self._parities_long(perm_base, bit_base, s, lengths)
         ends = lengths.cumsum()
         total = int(ends[-1])
+        if total >= _WORD_READ:
+            low = perm_base < 2 * self.frame_bits
+            count = np.count_nonzero(low)
+            if count == low.size:
+                return self._word_parities(perm_base * self.frames + bit_base + s, lengths)
+            if count:
+                out = np.empty(s.size, dtype=np.uint8)
+                out[low] = self._parities(perm_base[low], bit_base[low], s[low], lengths[low])
+                high = ~low
+                out[high] = self._parities(perm_base[high], bit_base[high], s[high], lengths[high])
+                return out
         firsts = ends - lengths
         # one index ramp per segment, then one running XOR (reduceat is slow on short ones)
         ramp = np.arange(total, dtype=_I64)
@@ -692,6 +726,31 @@ class CascadeBob(ReconcileBob):
         acc[0] = 0
         np.bitwise_xor.accumulate(self._bits_flat.take(orig), out=acc[1:])
         return np.asarray(acc[ends] ^ acc[firsts], dtype=np.uint8)
+
+    def _word_parities(
+        self, start: NDArray[np.int64], lengths: NDArray[np.int64]
+    ) -> NDArray[np.uint8]:
+        """Parities of ranges ``[start, start + length)`` of ``_cbits``, eight bits (one
+        byte each) per word: masked end words, one running XOR, then a byte fold."""
+        stop = start + lengths
+        first_word = start >> 3
+        last_word = (stop - 1) >> 3
+        count = last_word - first_word + 1
+        ends = count.cumsum()
+        firsts = ends - count
+        ramp = np.arange(int(ends[-1]), dtype=_I64)
+        ramp += (first_word - firsts).repeat(count)
+        words = self._cwords.take(ramp)
+        words[firsts] &= _HEAD[start & 7]
+        words[ends - 1] &= _TAIL[stop - (last_word << 3)]
+        acc = np.empty(words.size + 1, dtype=np.uint64)
+        acc[0] = 0
+        np.bitwise_xor.accumulate(words, out=acc[1:])
+        x = acc[ends] ^ acc[firsts]
+        x ^= x >> np.uint64(32)
+        x ^= x >> np.uint64(16)
+        x ^= x >> np.uint64(8)
+        return np.asarray(x & np.uint64(1), dtype=np.uint8)
 
     def _parities_long(
         self,
@@ -762,7 +821,10 @@ class CascadeBob(ReconcileBob):
         self._flipped[ff] = True
         self._prefix_ok.reshape(-1, self.frames)[:, ff] = False
         perm_rows, boff, nb, k = self._flip_cols
-        blocks = boff + ff * nb + self._inv_cat[perm_rows + ii] // k  # (passes, flips)
+        pos = self._inv_cat[perm_rows + ii]  # (passes, flips)
+        if self._made > 1:  # keep Bob's bits in pass 1 order current
+            self._cbits[(self.frames + ff) * n + pos[1]] ^= 1
+        blocks = boff + ff * nb + pos // k
         gids = blocks.reshape(-1)
         if gids.size > 4096:
             self._bob ^= (np.bincount(gids, minlength=self._bob.size) & 1).astype(np.uint8)

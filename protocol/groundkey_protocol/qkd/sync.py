@@ -11,8 +11,10 @@ Method (beacon + qubit phase, as Micius did with its sync laser):
    with the nominal period, then with the drift measured from that first pass), so the
    ±25 ppm drift and gaps of seconds stay unambiguous; spurious tags (dark counts on
    the beacon channel) fail the grid test and are dropped. The first beacons' absolute
-   index is the nearest multiple of the divider, which is why the prediction must be
-   within half a beacon period. A linear fit gives the clock offset and drift.
+   index is the nearest multiple of the divider counted with the measured (drifting)
+   period, so blocks that start late in a pass are numbered right; the clock offset
+   (not the accumulated drift) must be within half a beacon period. A linear fit gives
+   the clock offset and drift.
 2. *Interpolation.* Each detection's emission time (arrival minus predicted time of
    flight) is mapped to a slot index by linear interpolation between the beacons
    (100 µs apart). In emission time the relation is linear up to the TLE error, so
@@ -115,7 +117,16 @@ def unwrap_beacons(
     period = beacon_period_ps * (1.0 + drift * 1e-6)
     n, good = _grid_errors(np.diff(e[idx]), period, tol_abs, 2e-6)
     rel_index = np.concatenate([[0], np.cumsum(n)])
-    base = np.rint(np.median((e[idx[:101]] - rel_index[:101] * period) / beacon_period_ps))
+    # The absolute index of the first beacon: its emission estimate divided by the
+    # *drifting* period (``e = offset + index * period``). Dividing by the nominal
+    # period would be off by ``index * drift``, i.e. by whole beacon periods for a
+    # block that starts seconds into the pass. The period comes from a fit over the
+    # whole block; the median keeps spurious tags out of the intercept.
+    if len(idx) > 2 and rel_index[-1] > 0:
+        fit_period = float(np.polyfit(rel_index.astype(np.float64), e[idx] - e[idx[0]], 1)[0])
+        if abs(fit_period / period - 1.0) < 2e-6:
+            period = fit_period
+    base = np.rint(np.median((e[idx] - rel_index * period) / period))
     index = np.full(len(e), -1, dtype=np.int64)
     index[idx] = rel_index + int(base)
     return index, keep, drift
