@@ -67,6 +67,8 @@ __all__ = ["Lifecycle", "PassPlan", "load_tles"]
 log = logging.getLogger(__name__)
 C_M_S = 299_792_458.0
 TOF_STEP_S = 0.05
+#: a tagger start time further than this from our clock means the clocks disagree
+MAX_START_SKEW_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,7 +537,9 @@ class Lifecycle:
             tagger = open_tagger(acq.tagger_url)
             async with tagger:
                 await tagger.start()
-                start_unix_s = self.clock.now_s()
+                # tagger time 0 is the instant the device reports (its time base may
+                # have started well before start() returned); our clock only if unknown
+                start_unix_s = self._tagger_start_s(tagger.start_unix_s)
                 los_s = plan.pass_.los.timestamp()
                 meta = {
                     "start_unix_s": start_unix_s,
@@ -586,6 +590,22 @@ class Lifecycle:
                 with contextlib.suppress(Exception):
                     await detector.disarm()
                 await detector.close()
+
+    def _tagger_start_s(self, reported_s: float | None) -> float:
+        """The instant tagger time 0 stands for: as the device reported it, unless it
+        does not report it or its clock disagrees with ours (then: our clock now)."""
+        now_s = self.clock.now_s()
+        if reported_s is None:
+            return now_s
+        ago_s = now_s - reported_s
+        if not -MAX_START_SKEW_S <= ago_s <= MAX_START_SKEW_S:
+            log.warning(
+                "tagger reports its time base started %.1f s from now: clocks disagree; using ours",
+                -ago_s,
+            )
+            return now_s
+        log.info("tagger time base started %.3f s before start() returned", ago_s)
+        return reported_s
 
     async def _spool_writer(self, plan: PassPlan, report: PassReport, meta: dict[str, Any]) -> None:
         """Chunks -> durable spool -> sealed blocks -> distillation tasks."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -143,3 +144,45 @@ async def test_slow_consumer_drops_are_counted_not_blocking(
     # what was dropped on the host shows up as sequence gaps in what was kept
     assert tagger.stats.lost_frames > 0
     assert got < status.tags_sent
+
+
+async def test_device_reports_when_its_time_base_started() -> None:
+    """Building a run takes the device a while after START; it reports the clock instant
+    tagger time 0 stands for, which the host must use instead of its own (later) clock."""
+    clock = SimClock(epoch=dt.datetime(2016, 12, 19, 16, 50, tzinfo=dt.UTC), speed=20.0)
+    seen: list[float | None] = []
+
+    def slow_model(now_s: float | None) -> Downlink:
+        seen.append(now_s)
+        time.sleep(0.3)  # the model takes wall time to build (6 simulated s)
+        return Downlink(preset("bench-fiber"), seed=11, start_unix_s=now_s, duration_s=0.2)
+
+    device = SimTimeTagger(slow_model, clock=clock)
+    server = UsbnetServer(device)
+    port = await server.start()
+    try:
+        async with open_tagger(f"usbnet://127.0.0.1:{port}") as tagger:
+            assert device.status().start_unix_us == 0  # never started
+            await tagger.start()
+            after_s = clock.now_s()
+            assert seen[0] is not None
+            started_s = tagger.start_unix_s
+            assert started_s is not None
+            assert started_s == pytest.approx(seen[0], abs=1e-6)
+            assert after_s - started_s >= 0.3 * 20.0 * 0.9
+            async for _ in tagger.batches():
+                pass
+    finally:
+        await server.close()
+
+
+async def test_device_without_a_clock_reports_no_start_time(
+    emulator: tuple[str, SimTimeTagger],
+) -> None:
+    url, _device = emulator
+    async with open_tagger(url) as tagger:
+        await tagger.start()
+        assert tagger.start_unix_s is None
+        assert isinstance(tagger, UsbTimeTagger)
+        assert (await tagger.status()).start_unix_us == 0
+        await tagger.stop()

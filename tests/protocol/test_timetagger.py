@@ -108,6 +108,11 @@ def test_bad_bytes_raise_protocol_error() -> None:
 def test_status_identify_and_usbnet_codecs() -> None:
     status = tt.Status(True, 0x3E, 7, 7, 1234, 5)
     assert tt.Status.decode(status.encode()) == status
+    assert status.start_unix_s is None  # unknown
+    started = tt.Status(True, 0x3E, 7, 7, 1234, 5, start_unix_us=1_482_166_198_250_000)
+    assert len(started.encode()) == 40
+    assert tt.Status.decode(started.encode()) == started
+    assert started.start_unix_s == pytest.approx(1_482_166_198.25, abs=1e-6)
     assert tt.decode_identify(tt.encode_identify("a", "b", "c", "d")) == ("a", "b", "c", "d")
     assert tt.wvalue_to_threshold(tt.threshold_to_wvalue(-250)) == -250
     msgs = [tt.UsbnetMessage(tt.OP_CTRL, 0, b"abc"), tt.UsbnetMessage(tt.OP_BULK_READ, 1)]
@@ -137,3 +142,13 @@ def test_fuzz_valid_header_with_random_records(body: bytes, seq: int) -> None:
         return
     assert len(batch.timestamps_ps) == len(batch.channels)
     assert (batch.timestamps_ps >= 3 << tt.TIME_BITS).all()
+
+
+def test_status_of_firmware_without_the_start_time() -> None:
+    """The 32-byte STATUS of older firmware decodes with the start time unknown."""
+    legacy = tt.STATUS_STRUCT_V1.pack(1, 1, 0x1E, 9, 9, 4321, 2)
+    status = tt.Status.decode(legacy)
+    assert status == tt.Status(True, 0x1E, 9, 9, 4321, 2)
+    assert status.start_unix_s is None
+    with pytest.raises(ProtocolError, match="40"):
+        tt.Status.decode(legacy + b"\0")

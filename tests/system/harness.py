@@ -60,10 +60,12 @@ class Rig:
         rotator_args: tuple[str, ...] = (),
         rotator_port: int = 0,
         rotator_pty: bool = False,
+        preset: str = "bench-fiber",
+        epoch: str = EPOCH,
     ) -> None:
         self.tmp = tmp
         anchor = time.time() + lead_s
-        self.clock = f"sim:{EPOCH},speed={speed},anchor={anchor}"
+        self.clock = f"sim:{epoch},speed={speed},anchor={anchor}"
         self.key_file = tmp / "link.key"
         self.key_file.write_text(LINK_KEY.hex())
         self.key_file.chmod(0o600)
@@ -80,7 +82,7 @@ class Rig:
         det, self.det_url = spawn("detector", "--listen", "tcp://127.0.0.1:0", "--tau-s", "0.1")
         self.procs.append(det)
         tagger, self.tagger_url = spawn(
-            "tagger", "--preset", "bench-fiber", "--listen", "tcp://127.0.0.1:0",
+            "tagger", "--preset", preset, "--listen", "tcp://127.0.0.1:0",
             "--clock", self.clock, "--duration", str(tagger_s), "--seed", str(SEED),
         )  # fmt: skip
         self.procs.append(tagger)
@@ -111,12 +113,15 @@ class Rig:
         delivery: str = "[delivery]\nenabled = false\n",
         mqtt: str = "[telemetry.mqtt]\nenabled = false\n",
         extra_acquisition: str = "",
+        tof_model: str = "fixed",
+        min_el_deg: float = 10.0,
     ) -> Path:
         shutil.copy(TLE, self.tmp / "micius.tle")
         self.config.write_text(
             f"""
 [station]
 tle_files = ["micius.tle"]
+min_el_deg = {min_el_deg}
 
 [rotator]
 protocol = "gs232b"
@@ -161,7 +166,7 @@ timeout_s = 60
 [acquisition]
 tagger_url = "{self.tagger_url}"
 detector_url = "{self.det_url}"
-tof_model = "fixed"
+tof_model = "{tof_model}"
 fixed_tof_ps = 5000000
 min_block_detections = {min_block_detections}
 {extra_acquisition}

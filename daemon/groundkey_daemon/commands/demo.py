@@ -311,6 +311,8 @@ tagger_url = "{ctx.urls["tagger"]}"
 detector_url = "{ctx.urls["detector"]}"
 tof_model = "tle"
 sync_channel = {SYNC_CHANNEL}
+# one block per pass: the pass above 45 deg gives ~1 M detections, and blocks much
+# smaller than that have no positive finite-key length (later blocks of a pass do sync)
 min_block_detections = 5000000
 
 [distill]

@@ -43,10 +43,13 @@ class TimeTagger(AsyncDevice):
     def __init__(self, *, name: str) -> None:
         self.name = name
         self.stats = TaggerStats()
+        #: the instant (UTC seconds, device clock) tagger time 0 stands for, as the
+        #: device reported it after :meth:`start`; None when it does not report it
+        self.start_unix_s: float | None = None
 
     @abc.abstractmethod
     async def start(self) -> None:
-        """Start acquisition (the time base restarts at 0)."""
+        """Start acquisition (the time base restarts at 0; see :attr:`start_unix_s`)."""
 
     @abc.abstractmethod
     async def stop(self) -> None: ...

@@ -224,7 +224,11 @@ class UsbTimeTagger(TimeTagger):
         self._stop.clear()
         self._queue = asyncio.Queue()
         self._slots = threading.Semaphore(self._queue_slots)
+        self.start_unix_s = None
         await self.control(tt.REQ_OUT, tt.REQ_START)
+        # the device tells when its time base started (building a run may take it a
+        # while): the host's clock after START returns would be late
+        self.start_unix_s = (await self.status()).start_unix_s
         self._running = True
         loop = asyncio.get_running_loop()
         self._thread = threading.Thread(

@@ -122,9 +122,14 @@ class SimTimeTagger:
             self.frames_sent,
             self.tags_sent,
             self.missed_events,
+            # without a clock the device does not know when it started
+            round(self._t0_unix_s * 1e6) if self.clock is not None else 0,
         )
 
     def start(self) -> None:
+        """Start a run. Tagger time 0 is the clock's instant at START; building the
+        downlink model takes a while, so STATUS reports that instant for the host
+        (``start_unix_us``), which must not read its own clock after START returns."""
         self._reset_run()
         self.running = True
         self._start_flag = True

@@ -31,7 +31,8 @@ trips.
 No per-bit Python loops: Alice answers from a prefix XOR of her bits in each pass
 order (her bits never change, so every range parity is two lookups), and from
 packed block masks for whole blocks of passes with few blocks; Bob gathers his
-ranges and takes one running XOR (all levels of a reply at once), and keeps every
+ranges and takes one running XOR (all levels of a reply at once; ranges of passes
+0 and 1 eight bits a word from his bits kept in those orders), and keeps every
 Alice parity he learned in a flat table indexed by (pass, frame, node) so that a
 reopened block fast-forwards through the levels he knows without a round trip.
 
@@ -286,11 +287,28 @@ def _prefix_rows(
     if hi - lo == frames.size:
         src = bits[lo:hi]
         permuted = src if perm is None else src.take(perm, axis=1)
-        np.bitwise_xor.accumulate(permuted, axis=1, out=table[row0 + lo : row0 + hi, 1:])
+        table[row0 + lo : row0 + hi, 1:] = _xor_prefix(permuted)
         return
     src = bits[frames]
     permuted = src if perm is None else src.take(perm, axis=1)
-    table[row0 + frames, 1:] = np.bitwise_xor.accumulate(permuted, axis=1)
+    table[row0 + frames, 1:] = _xor_prefix(permuted)
+
+
+def _xor_prefix(bits: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Running XOR along each row of 0/1 bytes, eight bytes a word: a prefix within
+    each little-endian word by shifts, then one running XOR of the words' parities."""
+    rows, n = bits.shape
+    buf = np.empty((rows, -(-n // 8) * 8), dtype=np.uint8)
+    buf[:, :n] = bits
+    buf[:, n:] = 0
+    words = buf.view("<u8")
+    words ^= words << np.uint64(8)
+    words ^= words << np.uint64(16)
+    words ^= words << np.uint64(32)
+    carry = words >> np.uint64(56)  # parity of each word
+    np.bitwise_xor.accumulate(carry, axis=1, out=carry)
+    words[:, 1:] ^= carry[:, :-1] * np.uint64(0x0101010101010101)
+    return buf[:, :n]
 
 
 def _arr(data: bytes, dtype: str, what: str) -> NDArray[np.int64]:
@@ -443,8 +461,9 @@ class CascadeAlice(ReconcileAlice):
 
 
 # rows of Bob's search table: frame, pass, [start, stop) in pass order, block id,
-# tree base of (pass, frame), permutation base q·n, bit base f·n
-_F, _Q, _S, _E, _G, _KB, _PB, _FB = range(8)
+# tree base of (pass, frame), permutation base q·n, bit base f·n, and whether the block
+# was searched before (only then can Bob know parities below its top level)
+_F, _Q, _S, _E, _G, _KB, _PB, _FB, _RV = range(9)
 # entries of a lookahead level below the first: asking search, parent entry, left child
 _L_OWNER, _L_PARENT, _L_IS_LEFT = 7, 8, 9
 
@@ -485,6 +504,7 @@ class CascadeBob(ReconcileBob):
         self._known = np.zeros(total, dtype=bool)
         self._bob = np.zeros(total, dtype=np.uint8)
         self._busy = np.zeros(total, dtype=bool)
+        self._seen = np.zeros(total, dtype=bool)  # blocks searched before
         self._made = 0  # passes whose block parities Bob keeps
         self._tree = np.zeros(0, dtype=np.uint8)  # 0 unknown, 1 + parity when known
         self._perm_cat = self._inv_cat = np.zeros(0, dtype=_I64)
@@ -499,9 +519,9 @@ class CascadeBob(ReconcileBob):
         self._asked = np.zeros((count, frames), dtype=bool)  # top parities asked for
         self._clean = np.zeros(frames, dtype=_I64)  # BICONF clean-round streaks
         self._flipped = np.zeros(frames, dtype=bool)  # a flip in the frame's current pass
-        self._srch = np.zeros((8, 0), dtype=_I64)  # active searches (rows _F.._FB)
+        self._srch = np.zeros((9, 0), dtype=_I64)  # active searches (rows _F.._RV)
         self._sa = np.zeros(0, dtype=np.uint8)  # Alice's parity of each search's interval
-        self._found = np.zeros((8, 0), dtype=_I64)  # ended searches, flips not yet applied
+        self._found = np.zeros((9, 0), dtype=_I64)  # ended searches, flips not yet applied
         self._cand: list[NDArray[np.int64]] = []  # block ids to check for opening
         self._recheck = True  # some frame may have run out of work in its pass
         self._step = 0
@@ -661,6 +681,8 @@ class CascadeBob(ReconcileBob):
         n = self.frame_bits
         while self._srch.shape[1]:
             srch = self._srch
+            if not srch[_RV].any():
+                return  # the tree knows nothing below the top of blocks searched first
             s, e = srch[_S], srch[_E]
             mid = (s + e) >> 1
             half = mid - s
@@ -853,9 +875,10 @@ class CascadeBob(ReconcileBob):
         k = self._k[q]
         s = b * k
         self._busy[c] = True
-        new = np.stack(
-            [f, q, s, np.minimum(s + k, n), c, (q * self.frames + f) * (2 * n), q * n, f * n]
-        )
+        seen = self._seen[c]
+        self._seen[c] = True
+        kb = (q * self.frames + f) * (2 * n)
+        new = np.stack([f, q, s, np.minimum(s + k, n), c, kb, q * n, f * n, seen])
         self._srch = np.concatenate([self._srch, new], axis=1)
         self._sa = np.concatenate([self._sa, self._alice[c]])
         self._take_found()

@@ -14,7 +14,12 @@ from groundkey_protocol.link.messages import (
     decode_message,
     encode_message,
 )
-from groundkey_protocol.qkd.cascade import CascadeAlice, cascade_schedule
+from groundkey_protocol.qkd.cascade import (
+    CascadeAlice,
+    CascadeBob,
+    _xor_prefix,
+    cascade_schedule,
+)
 from groundkey_protocol.qkd.reconcile import (
     ReconcileAlice,
     ReconcileBob,
@@ -170,3 +175,34 @@ def test_alice_rejects_out_of_range_queries() -> None:
         alice.receive(CascadeQuery(block_id="other", step=1))
     with pytest.raises(ProtocolError):
         alice.receive(CascadeQuery(block_id="b", step=1, frames=b"\x00\x00\x00"))
+
+
+@pytest.mark.parametrize("frame_bits", [1_000, 1_003])
+def test_bob_range_parities_follow_his_flips(frame_bits: int) -> None:
+    """Bob's batched range parities (word reads of passes 0 and 1, bit reads of the
+    others) equal a direct count on his current bits, after his flips."""
+    a, b, actual = bsc_batch(6, frame_bits, 0.05, seed=7)
+    params = ReconcileParams(method="cascade-yan", qber=actual, seed=4, block_id="w")
+    bob = CascadeBob(b, params)
+    run_pair(CascadeAlice(a, params), bob)
+    bits = bob.corrected_bits
+    assert bob.flips > 0
+    rng = np.random.default_rng(9)
+    count = 600  # enough bits in total for the word reads
+    f = rng.integers(0, 6, count)
+    q = rng.integers(0, 3, count)
+    s = rng.integers(0, frame_bits - 1, count)
+    lengths = np.minimum(rng.integers(1, 120, count), frame_bits - s)
+    got = bob._parities(q * frame_bits, f * frame_bits, s, lengths)
+    low = q < 2
+    got_low = bob._parities(q[low] * frame_bits, f[low] * frame_bits, s[low], lengths[low])
+    np.testing.assert_array_equal(got_low, got[low])
+    for i in range(count):
+        order = bob._passes.perm(int(q[i]))[s[i] : s[i] + lengths[i]]
+        assert got[i] == int(bits[f[i], order].sum()) & 1
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1_003, 100_000])
+def test_word_prefix_xor_matches_running_xor(n: int) -> None:
+    bits = np.random.default_rng(n).integers(0, 2, (3, n), dtype=np.uint8)
+    np.testing.assert_array_equal(_xor_prefix(bits), np.bitwise_xor.accumulate(bits, axis=1))
