@@ -67,8 +67,8 @@ __all__ = ["Lifecycle", "PassPlan", "load_tles"]
 log = logging.getLogger(__name__)
 C_M_S = 299_792_458.0
 TOF_STEP_S = 0.05
-#: a tagger start time further than this from our clock means the clocks disagree
-MAX_START_SKEW_S = 120.0
+#: wall seconds a tagger's reported start may lie outside our START call (clock skew)
+MAX_START_SKEW_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,10 +536,11 @@ class Lifecycle:
                 await detector.arm()
             tagger = open_tagger(acq.tagger_url)
             async with tagger:
+                before_s = self.clock.now_s()
                 await tagger.start()
                 # tagger time 0 is the instant the device reports (its time base may
                 # have started well before start() returned); our clock only if unknown
-                start_unix_s = self._tagger_start_s(tagger.start_unix_s)
+                start_unix_s = self._tagger_start_s(tagger.start_unix_s, before_s)
                 los_s = plan.pass_.los.timestamp()
                 meta = {
                     "start_unix_s": start_unix_s,
@@ -591,20 +592,22 @@ class Lifecycle:
                     await detector.disarm()
                 await detector.close()
 
-    def _tagger_start_s(self, reported_s: float | None) -> float:
+    def _tagger_start_s(self, reported_s: float | None, before_s: float) -> float:
         """The instant tagger time 0 stands for: as the device reported it, unless it
-        does not report it or its clock disagrees with ours (then: our clock now)."""
+        does not report it or its clock disagrees with ours (the instant must lie between
+        our clock before START, ``before_s``, and now); else our clock now."""
         now_s = self.clock.now_s()
         if reported_s is None:
             return now_s
-        ago_s = now_s - reported_s
-        if not -MAX_START_SKEW_S <= ago_s <= MAX_START_SKEW_S:
+        slack_s = MAX_START_SKEW_S * max(1.0, self.clock.speed)
+        if not before_s - slack_s <= reported_s <= now_s + slack_s:
             log.warning(
-                "tagger reports its time base started %.1f s from now: clocks disagree; using ours",
-                -ago_s,
+                "tagger reports its time base started %.1f s before START: clocks disagree;"
+                " using ours",
+                before_s - reported_s,
             )
             return now_s
-        log.info("tagger time base started %.3f s before start() returned", ago_s)
+        log.info("tagger time base started %.3f s before start() returned", now_s - reported_s)
         return reported_s
 
     async def _spool_writer(self, plan: PassPlan, report: PassReport, meta: dict[str, Any]) -> None:

@@ -186,3 +186,38 @@ async def test_device_without_a_clock_reports_no_start_time(
         assert isinstance(tagger, UsbTimeTagger)
         assert (await tagger.status()).start_unix_us == 0
         await tagger.stop()
+
+
+async def test_time_base_restart_after_a_reset_keeps_tag_times() -> None:
+    """After a device reset the driver restarts the run; the device's time base starts
+    at 0 again, later: tags are shifted onto the first run's time base."""
+    clock = SimClock(epoch=dt.datetime(2016, 12, 19, 16, 50, tzinfo=dt.UTC), speed=1.0)
+
+    def model(now_s: float | None) -> Downlink:
+        return Downlink(preset("bench-fiber"), seed=11, start_unix_s=now_s, duration_s=0.6)
+
+    device = SimTimeTagger(model, clock=clock)
+    server = UsbnetServer(device)
+    port = await server.start()
+    try:
+        async with open_tagger(f"usbnet://127.0.0.1:{port}", transfer_bytes=64 << 10) as tagger:
+            assert isinstance(tagger, UsbTimeTagger)
+            await tagger.start()
+            first_s = tagger.start_unix_s
+            assert first_s is not None
+            parts: list[np.ndarray] = []
+            reset_at_s = 0.0
+            async for batch in tagger.batches():
+                parts.append(batch.timestamps_ps)
+                if not reset_at_s and clock.now_s() - first_s >= 0.3:
+                    reset_at_s = clock.now_s()
+                    with pytest.raises(DeviceError):
+                        await tagger.control(tt.REQ_OUT, tt.REQ_RESET)
+            assert tagger.stats.reconnects == 1
+    finally:
+        await server.close()
+    ts = np.concatenate(parts)
+    assert reset_at_s > first_s
+    # the restarted 0.6 s run ends 0.6 s after the reset on the first run's time base
+    # (not 0.6 s after 0, as the device counts)
+    assert int(ts[-1]) > round((reset_at_s - first_s + 0.5) * 1e12)

@@ -3,13 +3,15 @@
 Bulk reads run in a dedicated thread; each transfer goes to the event loop through a
 bounded queue (a semaphore of ``queue_transfers`` slots). If the loop does not take
 transfers within ``backpressure_s`` the transfer is dropped and counted. A device
-that disappears (reset, unplug) is found again, reconfigured and restarted.
+that disappears (reset, unplug) is found again, reconfigured and restarted; its
+restarted time base is shifted onto the first start's (STATUS reports both starts).
 """
 
 from __future__ import annotations
 
 import array
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -246,6 +248,7 @@ class UsbTimeTagger(TimeTagger):
             raise DeviceError("not started", device=self.name)
         decoder = tt.FrameDecoder()
         queue = self._queue
+        shift_ps = 0  # after a reconnect: the restarted time base's start, in ours
         while True:
             try:
                 item = await asyncio.wait_for(queue.get(), self.idle_check_s)
@@ -268,5 +271,28 @@ class UsbTimeTagger(TimeTagger):
                 self.stats.reconnects += 1
                 decoder.reset()
                 log.warning("%s: reconnected after a device reset", self.name)
+                shift_ps = await self._restart_shift_ps(shift_ps)
                 continue
-            yield decoder.feed(item)
+            batch = decoder.feed(item)
+            if shift_ps:
+                batch = dataclasses.replace(batch, timestamps_ps=batch.timestamps_ps + shift_ps)
+            yield batch
+
+    async def _restart_shift_ps(self, old_ps: int) -> int:
+        """The device restarted its time base at 0 on the START after a reconnect: the
+        offset of its new start from the first one (:attr:`start_unix_s`), when both
+        are known, keeps tag times on the first run's time base."""
+        if self.start_unix_s is None:
+            return old_ps
+        try:
+            restarted_s = (await self.status()).start_unix_s
+        except DeviceError as exc:
+            log.warning("%s: no start time after the reconnect (%s)", self.name, exc)
+            return old_ps
+        if restarted_s is None:
+            return old_ps
+        shift_ps = round((restarted_s - self.start_unix_s) * 1e12)
+        log.info(
+            "%s: time base restarted %.6f s after the first start", self.name, shift_ps * 1e-12
+        )
+        return shift_ps

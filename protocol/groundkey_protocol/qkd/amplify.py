@@ -5,11 +5,28 @@ uniform seed for every block and sends it.
 
 ``toeplitz`` — y = T·x over GF(2), T[i, j] = s[i - j + n - 1] for an (m × n)
 Toeplitz matrix given by n + m - 1 seed bits; 2-universal (Carter & Wegman 1979;
-Krawczyk, CRYPTO '94, for Toeplitz). Computed as a circular convolution of size
-N >= n + m - 1 (no wrap-around reaches the m needed outputs) with float64 real
-FFTs, rounded, cast to int64, then mod 2. Every exact sum is <= n and float64
-FFT convolution of 0/1 data is exact far beyond the sizes used here (inputs are
-split into chunks of at most 2^22 bits, so N <= 2^23 + m).
+Krawczyk, CRYPTO '94, for Toeplitz). The integer sums Σ_j s[i - j + n - 1]·x[j]
+are a circular convolution of size N >= n + m - 1 (no wrap-around reaches the m
+needed outputs) computed with float64 FFTs, rounded, cast to int64, then mod 2.
+Large sizes use the four-step FFT (N = N1·N2: batched real FFTs of length N1,
+twiddle, batched complex FFTs of length N2, spectrum kept in transposed order),
+about 2× faster here than one long FFT because every pass is cache-friendly.
+
+Exactness. Each exact sum is an integer <= n, so rounding is exact when every
+computed sum is within 1/2 of it. With unit roundoff ε = 2^-53, a computed FFT
+of length N satisfies ||ŷ - y||_2 <= δ·||y||_2 with δ = c·ε·log2 N (Higham,
+"Accuracy and Stability of Numerical Algorithms", 2nd ed., Thm 24.2, radix 2;
+pocketfft's mixed radices behave alike). c = 8 covers butterfly and twiddle
+errors, including the four-step twiddle, a product of two exp tables whose
+arguments are reduced exactly in integers. For 0/1 data the pointwise product
+and the inverse then give a max-norm error <= δ·(√n·L + n·√L + √N·n), with
+L = n + m - 1 seed bits, using ||x||_1 <= n, ||x||_2 <= √n, ||s||_2 <= √L and
+||x ⊛ s||_2 <= √N·n. :func:`_error_bound` evaluates this; inputs are chunked
+(at most 2^24 bits, fewer if the bound reaches 1/4) and the chunks' integer
+sums added. At the benchmark size (n = 10^7, m = 3·10^6) the bound is 0.0025.
+As a second, a posteriori check every computed sum must lie within 1/4 of an
+integer. Tests compare against a naive GF(2) product (both FFT paths), an
+all-ones worst case and a dense 10^6-output block.
 
 ``mas`` — Dietzfelbinger's multiply-add-shift: for an n-bit input x and
 w = n + m - 1, h_{a,b}(x) = ((a·x + b) mod 2^w) >> (w - m) with a, b uniform in
@@ -96,13 +113,14 @@ def _conv_four_step(
     transposed order; the pointwise product and the inverse do not care.
     """
     n = x.size
-    size = n1 * n2
     w = _twiddles(n1, n2)
+    buf = np.empty((n1, n2), dtype=np.float64)  # real input, reused for all three passes
+    flat = buf.reshape(-1)
 
     def forward(a: NDArray[np.uint8]) -> NDArray[np.complex128]:
-        buf = np.zeros(size, dtype=np.float64)
-        buf[: a.size] = a
-        spec = np.fft.rfft(buf.reshape(n1, n2), axis=0)
+        flat[: a.size] = a
+        flat[a.size :] = 0.0
+        spec = np.fft.rfft(buf, axis=0)
         spec *= w
         return np.fft.fft(spec, axis=1, out=spec)
 
@@ -111,7 +129,8 @@ def _conv_four_step(
     prod = np.fft.ifft(prod, axis=1, out=prod)
     np.conjugate(w, out=w)
     prod *= w
-    return np.fft.irfft(prod, n1, axis=0).reshape(-1)[n - 1 : n - 1 + m]
+    np.fft.irfft(prod, n1, axis=0, out=buf)
+    return flat[n - 1 : n - 1 + m]
 
 
 def _toeplitz_sums(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArray[np.int64]:
@@ -121,7 +140,7 @@ def _toeplitz_sums(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDA
     if size < _FOUR_STEP_MIN:
         conv = _conv_plain(x, seed, m)
     else:
-        n1 = 1 << max(1, (length.bit_length() + 1) // 2)
+        n1 = 1 << max(1, (length.bit_length() + 2) // 2)  # ~2·sqrt: measured best
         n2 = _fast_size(-(-length // n1))
         conv = _conv_four_step(x, seed, m, n1, n2)
     sums = np.rint(conv)
@@ -139,7 +158,7 @@ def toeplitz_hash(bits: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> N
     if not m >= 1 or n < 1 or s.size != n + m - 1:
         raise ValueError(f"toeplitz: need n >= 1, m >= 1, seed of n+m-1 bits (n={n}, m={m})")
     chunk = _CHUNK_BITS
-    while chunk > 1 and _error_bound(chunk, m, 2 * (chunk + m)) >= 0.25:
+    while chunk > 1 and _error_bound(chunk, m, 4 * (chunk + m)) >= 0.25:  # N <= 4L
         chunk //= 2
     acc = np.zeros(m, dtype=np.int64)
     for j0 in range(0, n, chunk):

@@ -14,14 +14,35 @@ def naive_toeplitz(x: np.ndarray, seed: np.ndarray, m: int) -> np.ndarray:
     i = np.arange(m)[:, None]
     j = np.arange(n)[None, :]
     matrix = seed[i - j + n - 1].astype(np.int64)
-    return ((matrix @ x.astype(np.int64)) % 2).astype(np.uint8)
+    product: np.ndarray = (matrix @ x.astype(np.int64)) % 2
+    return product.astype(np.uint8)
 
 
-SIZES = [(1, 1), (2, 1), (1, 2), (3, 3), (7, 5), (64, 64), (100, 37), (1000, 1), (1023, 999)]
+SIZES = [
+    (1, 1),
+    (2, 1),
+    (1, 2),
+    (3, 3),
+    (7, 5),
+    (64, 64),
+    (100, 37),
+    (1000, 1),
+    (1, 1000),
+    (1023, 999),
+    (2049, 3),
+]
+
+
+@pytest.fixture(params=["plain", "four_step"])
+def fft_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test through the single real FFT and through the four-step FFT."""
+    path: str = request.param
+    monkeypatch.setattr(amplify_mod, "_FOUR_STEP_MIN", 1 << 62 if path == "plain" else 0)
+    return path
 
 
 @pytest.mark.parametrize(("n", "m"), SIZES)
-def test_toeplitz_equals_naive_product(n: int, m: int) -> None:
+def test_toeplitz_equals_naive_product(n: int, m: int, fft_path: str) -> None:
     rng = np.random.default_rng(n * 1000 + m)
     for _ in range(3):
         x = rng.integers(0, 2, n, dtype=np.uint8)
@@ -29,7 +50,7 @@ def test_toeplitz_equals_naive_product(n: int, m: int) -> None:
         np.testing.assert_array_equal(toeplitz_hash(x, seed, m), naive_toeplitz(x, seed, m))
 
 
-def test_toeplitz_chunked_path_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_toeplitz_chunked_path_is_exact(monkeypatch: pytest.MonkeyPatch, fft_path: str) -> None:
     monkeypatch.setattr(amplify_mod, "_CHUNK_BITS", 37)
     rng = np.random.default_rng(7)
     x = rng.integers(0, 2, 500, dtype=np.uint8)
@@ -37,7 +58,7 @@ def test_toeplitz_chunked_path_is_exact(monkeypatch: pytest.MonkeyPatch) -> None
     np.testing.assert_array_equal(toeplitz_hash(x, seed, 211), naive_toeplitz(x, seed, 211))
 
 
-def test_toeplitz_large_all_ones_is_exact() -> None:
+def test_toeplitz_large_all_ones_is_exact(fft_path: str) -> None:
     # worst case for rounding: every sum is as large as it gets
     n, m = 1 << 20, 1000
     x = np.ones(n, dtype=np.uint8)
@@ -45,10 +66,50 @@ def test_toeplitz_large_all_ones_is_exact() -> None:
     assert (toeplitz_hash(x, seed, m) == n % 2).all()
 
 
+def test_toeplitz_large_dense_block_is_exact() -> None:
+    # benchmark-like shape through the default (four-step) path; the reference uses
+    # linearity: x = 1 + e over GF(2) with e sparse, T·1 from prefix sums of the seed
+    rng = np.random.default_rng(11)
+    n, m = 3_000_000, 1_000_003
+    seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+    flips = rng.choice(n, size=64, replace=False)
+    x = np.ones(n, dtype=np.uint8)
+    x[flips] = 0
+    prefix = np.concatenate(([0], np.cumsum(seed, dtype=np.int64)))
+    expected = (prefix[n : n + m] - prefix[:m]) & 1  # row i of T·1: seed[i .. i+n-1]
+    for j in flips:
+        expected ^= seed[n - 1 - j : n - 1 - j + m]
+    np.testing.assert_array_equal(toeplitz_hash(x, seed, m), expected.astype(np.uint8))
+
+
+def test_toeplitz_error_bound_leaves_wide_margin() -> None:
+    # the a priori rounding bound at the benchmark size (10^7 -> 3·10^6 bits)
+    assert amplify_mod._error_bound(10_000_000, 3_000_000, 13_107_200) < 0.01
+
+
+def test_toeplitz_shrinks_chunks_when_the_bound_requires(monkeypatch: pytest.MonkeyPatch) -> None:
+    bounds: list[tuple[int, int]] = []
+    real = amplify_mod._error_bound
+
+    def tight(nc: int, m: int, size: int) -> float:
+        bounds.append((nc, m))
+        return 1.0 if nc > 64 else real(nc, m, size)
+
+    monkeypatch.setattr(amplify_mod, "_error_bound", tight)
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 2, 300, dtype=np.uint8)
+    seed = rng.integers(0, 2, 300 + 50 - 1, dtype=np.uint8)
+    np.testing.assert_array_equal(toeplitz_hash(x, seed, 50), naive_toeplitz(x, seed, 50))
+    assert bounds[-1][0] == 64
+
+
 def ref_mas(x: np.ndarray, seed: np.ndarray, m: int) -> np.ndarray:
     n = x.size
     w = n + m - 1
-    to_int = lambda b: int("".join(map(str, b)) or "0", 2)  # noqa: E731
+
+    def to_int(b: np.ndarray) -> int:
+        return int("".join(map(str, b)) or "0", 2)
+
     a, b, xi = to_int(seed[:w]), to_int(seed[w:]), to_int(x)
     h = ((a * xi + b) % (1 << w)) >> (w - m)
     return np.array([int(c) for c in format(h, f"0{m}b")], dtype=np.uint8)
