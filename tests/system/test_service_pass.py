@@ -22,36 +22,10 @@ import pytest
 import zmq
 
 from groundkey_daemon.spool import Spool
+from tests.system.harness import EPOCH, LINK_KEY, SEED, spawn, stop
 from tests.system.test_service import TLE, Notify, free_port
 
 SPEED = 60.0
-EPOCH = "2016-12-19T16:47:30Z"  # 73 s before AOS of the Micius pass over Xinglong
-SEED = 77
-LINK_KEY = bytes(range(100, 132))
-
-
-def spawn(*args: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "groundkey_sim.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    endpoint = proc.stdout.readline().strip()
-    assert endpoint, proc.stderr.read() if proc.stderr else ""
-    return proc, endpoint
-
-
-def stop(proc: subprocess.Popen[str]) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    return err
 
 
 class Subscriber(threading.Thread):
