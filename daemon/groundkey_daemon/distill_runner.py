@@ -21,12 +21,10 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -280,23 +278,6 @@ def _warm(ldpc_dir: str | None = None, frame_bits: tuple[int, ...] = ()) -> int:
     return 0
 
 
-def _oldest_keys(db_path: Path, pass_id: str, n_keys: int) -> list[str]:
-    """IDs of the oldest available keys of other passes (read-only; no material read)."""
-    if not db_path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
-    try:
-        rows = conn.execute(
-            "SELECT k.key_id FROM keys k JOIN blocks b USING (block_id)"
-            " WHERE k.state = 'available' AND b.pass_id != ?"
-            " ORDER BY b.created_s, k.block_id, k.idx LIMIT ?",
-            (pass_id, n_keys),
-        ).fetchall()
-    finally:
-        conn.close()
-    return [str(r[0]) for r in rows]
-
-
 def _init_worker(ldpc_dir: str | None) -> None:
     """Worker initializer: LDPC codes come from (and go to) the on-disk cache."""
     if ldpc_dir:
@@ -307,7 +288,8 @@ def _init_worker(ldpc_dir: str | None) -> None:
 
 class _PadStore(Protocol):
     key_size_bytes: int
-    path: Path
+
+    async def oldest_available(self, n_keys: int, *, exclude_pass: str) -> list[str]: ...
 
     async def reserve_ids(self, consumer: str, request_id: str, key_ids: Sequence[str]) -> Any: ...
 
@@ -377,7 +359,7 @@ class DistillRunner:
         n_keys = pad_key_count(store.key_size_bytes)
         request_id = f"wc/{block_id}"
         for _ in range(3):  # a consumer may take the same keys in between
-            key_ids = await asyncio.to_thread(_oldest_keys, store.path, pass_id, n_keys)
+            key_ids = await store.oldest_available(n_keys, exclude_pass=pass_id)
             if len(key_ids) < n_keys:
                 return None
             try:

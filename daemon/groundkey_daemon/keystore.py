@@ -480,6 +480,24 @@ class KeyStore:
         )
         return int(row[0])
 
+    async def oldest_available(self, n_keys: int, *, exclude_pass: str) -> list[str]:
+        """IDs of the ``n_keys`` oldest available keys not of pass ``exclude_pass``
+        (no material is read); fewer when the store holds fewer."""
+        return await self._call(self._oldest_sync, n_keys, exclude_pass)
+
+    def _oldest_sync(self, n_keys: int, exclude_pass: str) -> list[str]:
+        rows = (
+            self._db()
+            .execute(
+                "SELECT k.key_id FROM keys k JOIN blocks b USING (block_id)"
+                " WHERE k.state = 'available' AND b.pass_id != ?"
+                " ORDER BY b.created_s, k.block_id, k.idx LIMIT ?",
+                (exclude_pass, n_keys),
+            )
+            .fetchall()
+        )
+        return [str(r[0]) for r in rows]
+
     async def key_states(self, key_ids: Sequence[str]) -> dict[str, str]:
         """State of each known key ID (audit)."""
         return await self._call(self._states_sync, list(key_ids))
