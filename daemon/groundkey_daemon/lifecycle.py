@@ -322,9 +322,8 @@ class Lifecycle:
             if self._draining:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wake.wait() if wake else asyncio.sleep(1), min(delay, 1.0)
-                )
+                async with asyncio.timeout(min(delay, 1.0)):
+                    await (self._wake.wait() if wake else asyncio.sleep(1))
 
     async def run(self) -> None:
         """The scheduler loop (a supervised component)."""
@@ -482,8 +481,10 @@ class Lifecycle:
                         run.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await run
-                if run.cancelled():
-                    # stopping mid-pass (SIGTERM): park now rather than track to LOS
+                if self._stop_acquire.is_set() and (run.cancelled() or run.exception() is None):
+                    # stopping mid-pass (SIGTERM): park now rather than track to LOS. Keyed
+                    # on the stop request, not on run.cancelled(): a tracker that finished
+                    # in the same loop iteration has parked already, and parking is idempotent
                     if self.current is not None:
                         self._event(self.current, "park", "stopping")
                     await self._park(rotator)
@@ -499,7 +500,8 @@ class Lifecycle:
         """Send the mount to its park position and wait (bounded) until it is there."""
         park = rotator.park_position
         try:
-            await asyncio.wait_for(rotator.park(), 10.0)
+            async with asyncio.timeout(10.0):
+                await rotator.park()
             async with asyncio.timeout(60.0):
                 while True:
                     at = await rotator.position()
@@ -682,7 +684,8 @@ class Lifecycle:
             self._event(report, "sync", f"block {ref.index}")
             self._event(report, "distill", f"block {job.block_id}")
             try:
-                result = await asyncio.wait_for(self.runner.run(job), self.config.distill.timeout_s)
+                async with asyncio.timeout(self.config.distill.timeout_s):
+                    result = await self.runner.run(job)
             except Exception as exc:
                 log.error("block %s: distillation failed: %s", job.block_id, exc)
                 result = BlockResult(job.block_id, ref.pass_id, "aborted", reason=str(exc))

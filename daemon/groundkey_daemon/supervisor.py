@@ -272,7 +272,8 @@ class Supervisor:
         self._notify(f"STOPPING=1\nSTATUS=stopping: {self.stop_reason}")
         for hook in self._hooks.drain:
             try:
-                await asyncio.wait_for(hook(), self.shutdown_timeout_s)
+                async with asyncio.timeout(self.shutdown_timeout_s):
+                    await hook()
             except TimeoutError:
                 log.warning("drain did not finish within %.0f s", self.shutdown_timeout_s)
             except Exception as exc:
@@ -288,7 +289,8 @@ class Supervisor:
         component.state = "stopping"
         if component.stop is not None:
             try:
-                await asyncio.wait_for(component.stop(), self.shutdown_timeout_s)
+                async with asyncio.timeout(self.shutdown_timeout_s):
+                    await component.stop()
             except Exception as exc:
                 log.error("stopping %s failed: %s", component.name, exc)
         task = component.task
@@ -333,7 +335,8 @@ class Supervisor:
                         self.request_stop(f"{component.name} failed", exit_code=1)
                     return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), policy.delay_s(component.failures))
+                    async with asyncio.timeout(policy.delay_s(component.failures)):
+                        await self._stop.wait()
                 if self._stop.is_set():
                     return
                 component.restarts += 1

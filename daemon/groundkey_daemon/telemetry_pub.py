@@ -164,7 +164,8 @@ class MqttTelemetryPublisher:
     async def flush(self, timeout_s: float) -> bool:
         """Wait until the backlog is empty; False on timeout."""
         try:
-            await asyncio.wait_for(self._drained.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._drained.wait()
         except TimeoutError:
             return False
         return True

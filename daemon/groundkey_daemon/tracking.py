@@ -671,12 +671,15 @@ class Tracker:
     async def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> _CallResult:
         try:
             if self._reopen:
-                await asyncio.wait_for(self.rotator.close(), self.settings.command_timeout_s)
-                await asyncio.wait_for(self.rotator.open(), self.settings.command_timeout_s)
+                async with asyncio.timeout(self.settings.command_timeout_s):
+                    await self.rotator.close()
+                async with asyncio.timeout(self.settings.command_timeout_s):
+                    await self.rotator.open()
                 self._reopen = False
                 self.stats.reconnects += 1
                 log.info("%s: reconnected", self.rotator.name)
-            value = await asyncio.wait_for(fn(*args), self.settings.command_timeout_s)
+            async with asyncio.timeout(self.settings.command_timeout_s):
+                value = await fn(*args)
         except (DeviceError, TimeoutError, OSError) as exc:
             self.stats.rotator_errors += 1
             if isinstance(exc, DeviceDisconnected | ConnectionError) or not isinstance(

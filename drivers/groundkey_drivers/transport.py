@@ -106,7 +106,8 @@ class StreamTransport(Transport):
             return
         writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
 
     def _streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._reader is None or self._writer is None:
@@ -196,10 +197,8 @@ class TcpTransport(StreamTransport):
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=_READ_LIMIT),
-                self.connect_timeout_s,
-            )
+            async with asyncio.timeout(self.connect_timeout_s):
+                return await asyncio.open_connection(self.host, self.port, limit=_READ_LIMIT)
         except TimeoutError as exc:
             raise OSError(f"connect timed out after {self.connect_timeout_s} s") from exc
 

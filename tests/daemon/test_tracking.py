@@ -30,7 +30,7 @@ from groundkey_protocol.sun import sun_azel
 
 from .test_tracking_mount import EPOCH, MICIUS, XINGLONG, SimpleMount, overhead_station
 
-SPEED = 60.0
+SPEED = 30.0  # simulated s per wall s: slow enough for a loaded 2-core CI machine
 THRESHOLD_DEG = 1.0
 
 
@@ -103,7 +103,9 @@ async def test_overhead_pass_lead_keyhole_on_target_and_prepositioned() -> None:
     assert np.all((az >= 0.0) & (az <= 450.0))
     assert np.max(np.abs(np.diff(az[during]))) < 1.0
     assert stats.parked
-    assert mount.pos == AzEl(0.0, 90.0)
+    # parked = arrived within the tracker's arrival tolerance (0.75 deg)
+    assert abs(mount.pos.az_deg) <= 0.75, mount.pos
+    assert abs(mount.pos.el_deg - 90.0) <= 0.75, mount.pos
 
 
 async def test_overhead_pass_flip_mode_over_the_zenith() -> None:

@@ -47,9 +47,8 @@ class ScpiDetector(Detector):
             self._transport.discard_input()
             await self._transport.write(cmd.encode())
             try:
-                line = await asyncio.wait_for(
-                    self._transport.read_until(scpi.TERMINATOR), self.timeout_s
-                )
+                async with asyncio.timeout(self.timeout_s):
+                    line = await self._transport.read_until(scpi.TERMINATOR)
             except TimeoutError:
                 raise DeviceTimeout("no reply", device=self.name, command=header) from None
         return line.rstrip(b"\r\n")

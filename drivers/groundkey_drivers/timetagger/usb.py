@@ -251,7 +251,8 @@ class UsbTimeTagger(TimeTagger):
         shift_ps = 0  # after a reconnect: the restarted time base's start, in ours
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), self.idle_check_s)
+                async with asyncio.timeout(self.idle_check_s):
+                    item = await queue.get()
             except TimeoutError:
                 # quiet: if the device has stopped, its END frame was lost with a dropped
                 # transfer; end the stream instead of waiting forever
