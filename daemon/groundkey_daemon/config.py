@@ -211,7 +211,8 @@ class DistillSection(_Section, frozen=True):
     #: reconciliation; ldpc-blind (one-way, few round trips) suits satellite passes,
     #: the Cascades need hundreds of round trips. The satellite follows (BlockOpen).
     method: DistillMethod = "ldpc-blind"
-    amplify: str = "mas"
+    #: privacy amplification family: toeplitz ((I | T), exact FFT) or mas (GMP)
+    amplify: str = "toeplitz"
     eps_sec: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 1e-9
     eps_cor: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 1e-15
     max_qber: Annotated[float, msgspec.Meta(gt=0, lt=0.5)] = 0.11

@@ -103,7 +103,7 @@ class DistillConfig:
     frame_bits: int = 100_000
     block_bits: int = 4_000_000  # most X-basis bits per key block (the runner splits passes)
     reconcile: str = "cascade-yan"
-    amplify: str = "mas"
+    amplify: str = "toeplitz"
     sample_fraction: float = 0.0
     intensities: tuple[float, float, float] = (0.8, 0.1, 0.0)
     probabilities: tuple[float, float, float] = (0.5, 0.25, 0.25)

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 import groundkey_protocol.qkd.amplify as amplify_mod
-from groundkey_protocol.qkd.amplify import amplify, mas_hash, seed_bits, toeplitz_hash
+from groundkey_protocol.qkd.amplify import (
+    amplify,
+    mas_hash,
+    modified_toeplitz_hash,
+    seed_bits,
+    toeplitz_hash,
+)
 
 
 def naive_toeplitz(x: np.ndarray, seed: np.ndarray, m: int) -> np.ndarray:
@@ -50,6 +56,20 @@ def test_toeplitz_equals_naive_product(n: int, m: int, fft_path: str) -> None:
         np.testing.assert_array_equal(toeplitz_hash(x, seed, m), naive_toeplitz(x, seed, m))
 
 
+@pytest.mark.parametrize(("n", "m"), [(n, m) for n, m in SIZES if m <= n] + [(5, 5), (2049, 2049)])
+def test_modified_toeplitz_equals_naive_identity_concatenation(n: int, m: int) -> None:
+    # the "toeplitz" family: (I_m | T)·x with T the m × (n - m) Toeplitz matrix
+    rng = np.random.default_rng(n * 7 + m)
+    x = rng.integers(0, 2, n, dtype=np.uint8)
+    seed = rng.integers(0, 2, seed_bits("toeplitz", n, m), dtype=np.uint8)
+    assert seed.size == n - 1
+    expected = x[:m].copy()
+    if m < n:
+        expected ^= naive_toeplitz(x[m:], seed, m)
+    np.testing.assert_array_equal(modified_toeplitz_hash(x, seed, m), expected)
+    np.testing.assert_array_equal(amplify("toeplitz", x, seed, m), expected)
+
+
 def test_toeplitz_chunked_path_is_exact(monkeypatch: pytest.MonkeyPatch, fft_path: str) -> None:
     monkeypatch.setattr(amplify_mod, "_CHUNK_BITS", 37)
     rng = np.random.default_rng(7)
@@ -83,7 +103,10 @@ def test_toeplitz_large_dense_block_is_exact() -> None:
 
 
 def test_toeplitz_error_bound_leaves_wide_margin() -> None:
-    # the a priori rounding bound at the benchmark size (10^7 -> 3·10^6 bits)
+    # the a priori rounding bound at the benchmark size (10^7 -> 3·10^6 bits: the
+    # Toeplitz part of (I | T) is 3·10^6 × 7·10^6, FFT size 10^7), and for the plain
+    # Toeplitz product of the same shape
+    assert amplify_mod._error_bound(7_000_000, 3_000_000, 10_240_000) < 0.01
     assert amplify_mod._error_bound(10_000_000, 3_000_000, 13_107_200) < 0.01
 
 
@@ -141,5 +164,9 @@ def test_collision_rate_is_two_universal(family: str) -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="seed"):
         toeplitz_hash(np.ones(4, np.uint8), np.ones(4, np.uint8), 2)
+    with pytest.raises(ValueError, match="m <= n"):
+        modified_toeplitz_hash(np.ones(4, np.uint8), np.ones(3, np.uint8), 5)
+    with pytest.raises(ValueError, match="n-1 bits"):
+        modified_toeplitz_hash(np.ones(4, np.uint8), np.ones(4, np.uint8), 2)
     with pytest.raises(ValueError, match="unknown hash family"):
         seed_bits("sha", 4, 2)
