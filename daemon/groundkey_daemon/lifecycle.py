@@ -69,6 +69,8 @@ C_M_S = 299_792_458.0
 TOF_STEP_S = 0.05
 #: wall seconds a tagger's reported start may lie outside our START call (clock skew)
 MAX_START_SKEW_S = 0.5
+#: at most this many queued tag chunks are written as one spool chunk (one fsync)
+_SPOOL_BATCH_CHUNKS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +198,8 @@ class Lifecycle:
         self._blocks: set[asyncio.Task[None]] = set()
         self._distill_slots = asyncio.Semaphore(config.distill.workers)
         self._last_progress = time.monotonic()
-        self.queue: DropQueue[tuple[np.ndarray, np.ndarray]] = DropQueue(
+        # tag chunks from the tagger to the spool writer; None ends an acquisition
+        self.queue: DropQueue[tuple[np.ndarray, np.ndarray] | None] = DropQueue(
             config.acquisition.queue_chunks, name="tag_chunks"
         )
         if metrics is not None:
@@ -567,15 +570,16 @@ class Lifecycle:
                                     station=self.hub.station, rates_hz=rates_hz, window_s=window_s
                                 )
                             )
-                        if not self.queue.put_nowait((batch.timestamps_ps, batch.channels)):
+                        if batch.timestamps_ps.size and not self.queue.put_nowait(
+                            (batch.timestamps_ps, batch.channels)
+                        ):
                             report.dropped_chunks += 1
                         if self._stop_acquire.is_set() or self.clock.now_s() >= los_s:
                             break
                 finally:
                     with contextlib.suppress(Exception):
                         await tagger.stop()
-                    self.queue.put_nowait((np.zeros(0, np.int64), np.zeros(0, np.uint8)))
-                    await writer
+                    await self._end_spool_writer(writer)
             self._pass_event(plan, "los")
             if report.dropped_chunks:
                 report.reasons.append(f"{report.dropped_chunks} tag chunk(s) dropped")
@@ -612,18 +616,49 @@ class Lifecycle:
         log.info("tagger time base started %.3f s before start() returned", now_s - reported_s)
         return reported_s
 
+    async def _end_spool_writer(self, writer: asyncio.Task[None]) -> None:
+        """Queue the end marker (waiting for room: it is never dropped) and wait for the
+        writer; if the writer failed instead, clear what it left so the next pass
+        starts empty, and raise its error."""
+        end = asyncio.ensure_future(self.queue.put(None))
+        try:
+            await asyncio.wait((end, writer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            end.cancel()
+            if writer.done():
+                while self.queue.depth:
+                    self.queue.get_nowait()
+        await writer
+
     async def _spool_writer(self, plan: PassPlan, report: PassReport, meta: dict[str, Any]) -> None:
-        """Chunks -> durable spool -> sealed blocks -> distillation tasks."""
+        """Chunks -> durable spool -> sealed blocks -> distillation tasks.
+
+        Whatever the tagger queued while the previous write was syncing goes to disk
+        as one spool chunk (one fsync), so a fast tagger (or a sped-up clock) raises
+        the batch size instead of overflowing the queue.
+        """
         acq = self.config.acquisition
         names: list[str] = []
         detections = 0
-        while True:
-            ts, ch = await self.queue.get()
-            if ts.size == 0 and ch.size == 0:
-                break
+        done = False
+        while not done:
+            batch: list[tuple[np.ndarray, np.ndarray]] = []
+            item = await self.queue.get()
+            while True:
+                if item is None:  # the end of the acquisition
+                    done = True
+                    break
+                batch.append(item)
+                if not self.queue.depth or len(batch) >= _SPOOL_BATCH_CHUNKS:
+                    break
+                item = self.queue.get_nowait()
+            if not batch:
+                continue
+            ts = np.concatenate([b[0] for b in batch])
+            ch = np.concatenate([b[1] for b in batch])
             name = await asyncio.to_thread(self.spool.append, plan.pass_id, ts, ch)
             names.append(name)
-            report.chunks += 1
+            report.chunks += len(batch)
             report.tags += int(ts.size)
             detections += int((ch != acq.sync_channel).sum())
             if detections >= acq.min_block_detections:

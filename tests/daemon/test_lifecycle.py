@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from groundkey_daemon.daemon_config import DaemonConfig, daemon_config_from_dict
 from groundkey_daemon.distill_runner import DistillRunner
 from groundkey_daemon.keystore import KeyBlock, KeyStore, key_ids_for
-from groundkey_daemon.lifecycle import Lifecycle, pass_id_for
-from groundkey_daemon.spool import Spool
+from groundkey_daemon.lifecycle import Lifecycle, PassReport, pass_id_for
+from groundkey_daemon.spool import Spool, read_chunks
 from groundkey_daemon.telemetry_pub import TelemetryHub
 from groundkey_protocol.clock import Clock
 from groundkey_sim.downlink import Downlink, preset
@@ -162,3 +163,37 @@ async def test_block_is_kept_for_a_retry_while_the_satellite_is_unreachable(
     assert block.state == "pending"
     assert block.meta["block_id"] == ""
     assert spool.chunk_paths(block)  # the raw data is still there
+
+
+async def test_spool_writer_batches_a_backlog_into_few_durable_writes(tmp_path: Path) -> None:
+    # a tagger faster than the disk: 300 chunks are waiting when the writer starts
+    config = make_config(
+        tmp_path,
+        station={"tle_files": [str(ROOT / "config" / "tle" / "micius.tle")]},
+        acquisition={"queue_chunks": 400},
+    )
+    clock = Clock.from_spec("sim:2016-12-19T12:00:00Z,speed=1")
+    life = Lifecycle(config, clock=clock, store=KeyStore(tmp_path / "s"), runner=DistillRunner())
+    plan = life.next_plan()
+    assert plan is not None
+    link = Downlink(preset("bench-fiber"), seed=SEED, duration_s=3.0)
+    chunks = list(link.chunks(0.01))
+    assert len(chunks) == 300
+    for c in chunks:
+        assert life.queue.put_nowait((c.timestamps_ps, c.channels))
+    assert life.queue.put_nowait(None)
+    report = PassReport(plan.pass_id)
+    meta = {"start_unix_s": 0.0, "duration_s": 3.0, "tof_model": "fixed", "fixed_tof_ps": 5e6}
+    await life._spool_writer(plan, report, meta)
+    # every tag is on disk, in order, in 64-chunk writes; the end marker was seen
+    refs = life.spool.blocks(plan.pass_id)
+    assert not life.spool.unsealed_chunks(plan.pass_id)  # sealed into blocks at the end
+    paths = [path for ref in refs for path in life.spool.chunk_paths(ref)]
+    assert len(paths) == 5  # ceil(300 / 64)
+    ts, ch = read_chunks(paths)
+    np.testing.assert_array_equal(ts, np.concatenate([c.timestamps_ps for c in chunks]))
+    np.testing.assert_array_equal(ch, np.concatenate([c.channels for c in chunks]))
+    assert report.chunks == 300
+    assert report.tags == ts.size
+    assert report.dropped_chunks == 0
+    assert life.queue.depth == 0
