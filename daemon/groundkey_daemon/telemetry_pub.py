@@ -23,7 +23,7 @@ import collections
 import logging
 import ssl
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiomqtt
 import zmq
@@ -224,27 +224,35 @@ class MqttTelemetryPublisher:
                 await client.publish(topic, item.payload, qos=item.qos, retain=True)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        disconnected = getattr(client, "_disconnected", None)
-        while True:
-            while self._backlog:
-                item = self._backlog[0]
-                await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
-                if self._backlog and self._backlog[0] is item:
-                    self._backlog.popleft()
-                self.published += 1
-            self._drained.set()
-            self._wakeup.clear()
-            waker = asyncio.ensure_future(self._wakeup.wait())
-            waiters: set[asyncio.Future[Any]] = {waker}
-            if isinstance(disconnected, asyncio.Future):
-                waiters.add(disconnected)
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waker.cancel()
-            if isinstance(disconnected, asyncio.Future) and disconnected.done():
-                exc = disconnected.exception()
-                raise aiomqtt.MqttError(f"disconnected: {exc}")
+        """Publish the backlog whenever it grows; raise MqttError when the connection
+        drops, also while idle (noticed through the client's public message iterator,
+        which ends with MqttError on a disconnect; we subscribe to nothing)."""
+        watch = asyncio.ensure_future(_until_disconnected(client))
+        try:
+            while True:
+                while self._backlog:
+                    item = self._backlog[0]
+                    await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+                    if self._backlog and self._backlog[0] is item:
+                        self._backlog.popleft()
+                    self.published += 1
+                self._drained.set()
+                self._wakeup.clear()
+                waker = asyncio.ensure_future(self._wakeup.wait())
+                try:
+                    await asyncio.wait((waker, watch), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waker.cancel()
+                if watch.done():
+                    watch.result()  # raises the MqttError of the disconnect
+                    raise aiomqtt.MqttError("disconnected")
+        finally:
+            watch.cancel()
+
+
+async def _until_disconnected(client: aiomqtt.Client) -> None:
+    async for _ in client.messages:  # no subscriptions: ends only with the connection
+        pass
 
 
 class TelemetryHub:
