@@ -197,8 +197,10 @@ class AcquisitionConfig(_Section, frozen=True):
     #: fiber delay for bench links
     tof_model: Literal["tle", "fixed"] = "tle"
     fixed_tof_ps: Annotated[int, msgspec.Meta(ge=0)] = 5_000_000
-    #: detections per key block (the pass is cut into blocks of at least this many)
-    min_block_detections: Annotated[int, msgspec.Meta(ge=1000)] = 200_000
+    #: detections per key block (the pass is cut into blocks of at least this many; the
+    #: tail of a pass joins the last block). The finite-key bound leaves no key below
+    #: roughly 0.8 M detections at Micius-like QBER; a pass brings ~4 M.
+    min_block_detections: Annotated[int, msgspec.Meta(ge=1000)] = 2_000_000
     #: only acquire while the satellite is above this elevation
     min_el_deg: Annotated[float, msgspec.Meta(ge=0, le=90)] = 10.0
 

@@ -154,6 +154,18 @@ class _RateWindow:
         return span_s, rates
 
 
+def _another_block_fits(
+    detections: int, first_ps: int, last_ps: int, start_s: float, los_s: float, block: int
+) -> bool:
+    """Would the rest of the pass (tag times ``first_ps``..``last_ps`` held ``detections``;
+    tagger time 0 is ``start_s``) yield ``block`` more detections at the same rate?"""
+    span_s = (last_ps - first_ps) * 1e-12
+    left_s = los_s - (start_s + last_ps * 1e-12)
+    if span_s <= 0.0:
+        return True
+    return detections / span_s * left_s >= block
+
+
 class Lifecycle:
     """Schedules passes and runs each through the states above."""
 
@@ -636,10 +648,17 @@ class Lifecycle:
         Whatever the tagger queued while the previous write was syncing goes to disk
         as one spool chunk (one fsync), so a fast tagger (or a sped-up clock) raises
         the batch size instead of overflowing the queue.
+
+        A block is sealed once it holds ``min_block_detections``, unless what is left
+        of the pass at the block's detection rate would not fill another one: then the
+        tail joins this block rather than ending as a block too small for a key.
         """
         acq = self.config.acquisition
+        los_s = plan.pass_.los.timestamp()
+        start_s = float(meta["start_unix_s"])
         names: list[str] = []
         detections = 0
+        first_ps: int | None = None
         done = False
         while not done:
             batch: list[tuple[np.ndarray, np.ndarray]] = []
@@ -661,9 +680,12 @@ class Lifecycle:
             report.chunks += len(batch)
             report.tags += int(ts.size)
             detections += int((ch != acq.sync_channel).sum())
-            if detections >= acq.min_block_detections:
+            first_ps = int(ts[0]) if first_ps is None else first_ps
+            if detections >= acq.min_block_detections and _another_block_fits(
+                detections, first_ps, int(ts[-1]), start_s, los_s, acq.min_block_detections
+            ):
                 await self._seal(plan, report, names, meta)
-                names, detections = [], 0
+                names, detections, first_ps = [], 0, None
         if names:
             await self._seal(plan, report, names, meta)
 

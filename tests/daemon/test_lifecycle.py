@@ -5,6 +5,7 @@ already holds is not distilled twice; scheduling follows the TLE and the clock."
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,3 +198,42 @@ async def test_spool_writer_batches_a_backlog_into_few_durable_writes(tmp_path: 
     assert report.tags == ts.size
     assert report.dropped_chunks == 0
     assert life.queue.depth == 0
+
+
+async def test_the_tail_of_a_pass_joins_the_last_block_instead_of_a_keyless_stub(
+    tmp_path: Path,
+) -> None:
+    link = Downlink(preset("bench-fiber"), seed=SEED, duration_s=3.0)
+    chunks = list(link.chunks(0.1))
+    sync = 5
+    per_chunk = [int((c.channels != sync).sum()) for c in chunks]
+    block = sum(per_chunk[:12])  # ~1.2 s of detections
+    config = make_config(
+        tmp_path,
+        station={"tle_files": [str(ROOT / "config" / "tle" / "micius.tle")]},
+        acquisition={"queue_chunks": 64, "min_block_detections": block, "sync_channel": sync},
+    )
+    clock = Clock.from_spec("sim:2016-12-19T12:00:00Z,speed=1")
+    life = Lifecycle(config, clock=clock, store=KeyStore(tmp_path / "s"), runner=DistillRunner())
+    plan = life.next_plan()
+    assert plan is not None
+    # the tagger's time 0 is 3 s before LOS: the acquisition runs to LOS
+    start_s = plan.pass_.los.timestamp() - 3.0
+    meta = {"start_unix_s": start_s, "duration_s": 3.0, "tof_model": "fixed", "fixed_tof_ps": 5e6}
+    report = PassReport(plan.pass_id)
+    writer = asyncio.create_task(life._spool_writer(plan, report, meta))
+    for c in chunks:  # one at a time, as a tagger delivers them
+        await life.queue.put((c.timestamps_ps, c.channels))
+        await asyncio.sleep(0)
+        while life.queue.depth:  # noqa: ASYNC110 - the writer has no "idle" event
+            await asyncio.sleep(0.001)
+    await life.queue.put(None)
+    await writer
+    sizes = []
+    for ref in life.spool.blocks(plan.pass_id):
+        _, ch = read_chunks(life.spool.chunk_paths(ref))
+        sizes.append(int((ch != sync).sum()))
+    # cut at 1.2 s (1.8 s left: room for another block), not at 2.4 s (0.6 s left)
+    assert len(sizes) == 2, sizes
+    assert min(sizes) >= block
+    assert sum(sizes) == sum(per_chunk)
