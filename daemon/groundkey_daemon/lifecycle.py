@@ -490,42 +490,20 @@ class Lifecycle:
                 stop = asyncio.ensure_future(self._stop_acquire.wait())
                 try:
                     await asyncio.wait((run, stop), return_when=asyncio.FIRST_COMPLETED)
+                    if not run.done():
+                        # stopping mid-pass (SIGTERM): park now rather than track to LOS
+                        if self.current is not None:
+                            self._event(self.current, "park", "stopping")
+                        tracker.abort("the service is stopping")
+                    stats = await run
                 finally:
                     stop.cancel()
-                    if not run.done():
-                        run.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await run
-                if self._stop_acquire.is_set() and (run.cancelled() or run.exception() is None):
-                    # stopping mid-pass (SIGTERM): park now rather than track to LOS. Keyed
-                    # on the stop request, not on run.cancelled(): a tracker that finished
-                    # in the same loop iteration has parked already, and parking is idempotent
-                    if self.current is not None:
-                        self._event(self.current, "park", "stopping")
-                    await self._park(rotator)
-                    return
-                stats = run.result()
+                    run.cancel()  # only if we are cancelled ourselves
             log.info("pass %s: tracking done: %s", plan.pass_id, stats.summary())
-            if self.current is not None:
+            if self.current is not None and not stats.aborted:
                 self._event(self.current, "park")
         finally:
             self._track_idle.set()
-
-    async def _park(self, rotator: Any) -> None:
-        """Send the mount to its park position and wait (bounded) until it is there."""
-        park = rotator.park_position
-        try:
-            async with asyncio.timeout(10.0):
-                await rotator.park()
-            async with asyncio.timeout(60.0):
-                while True:
-                    at = await rotator.position()
-                    if abs(at.az_deg - park.az_deg) < 1.0 and abs(at.el_deg - park.el_deg) < 1.0:
-                        break
-                    await asyncio.sleep(0.2)
-            log.info("parked at az %.1f el %.1f", park.az_deg, park.el_deg)
-        except Exception as exc:
-            log.error("parking failed: %s: %s", type(exc).__name__, exc)
 
     async def _acquire(self, plan: PassPlan, report: PassReport) -> None:
         self._acquire_idle.clear()

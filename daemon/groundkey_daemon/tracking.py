@@ -22,6 +22,7 @@ parks after LOS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -543,6 +544,7 @@ class PointingStats:
     prepositioned: bool = False
     preposition_error_deg: float = math.nan
     parked: bool = False
+    aborted: str = ""  # why the pass was cut short (Tracker.abort), "" if it was not
     flip: bool = False
     strategy: str = "none"
     latency_s: float = 0.0
@@ -594,6 +596,7 @@ class PointingStats:
             "sun_detours": self.sun_detours,
             "prepositioned": self.prepositioned,
             "parked": self.parked,
+            "aborted": self.aborted,
             "strategy": self.strategy,
             "samples": self.samples,
         }
@@ -622,9 +625,18 @@ class Tracker:
     _in_sun_hold: bool = field(init=False, default=False)
     _reopen: bool = field(init=False, default=False)
     _last_reported: AzEl | None = field(init=False, default=None)
+    _abort: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.stats = PointingStats(threshold_deg=self.settings.threshold_deg)
+
+    def abort(self, reason: str) -> None:
+        """Cut the pass short: stop pre-positioning or tracking now, then park (by a
+        sun-safe route, as at LOS). :meth:`run` returns once the mount is parked."""
+        if not self._abort.is_set():
+            log.info("tracking aborted: %s", reason)
+            self.stats.aborted = reason
+            self._abort.set()
 
     @property
     def cycle_s(self) -> float:
@@ -661,8 +673,10 @@ class Tracker:
             plan.strategy,
             plan.keyhole_s,
         )
-        await self._preposition(plan, start)
-        await self._track(plan)
+        if not self._abort.is_set():
+            await self._preposition(plan, start)
+        if not self._abort.is_set():
+            await self._track(plan)
         await self._park()
         return self.stats
 
@@ -720,30 +734,42 @@ class Tracker:
             margin_deg=self.settings.sun_margin_deg,
         )
 
-    async def _sleep_until(self, t_s: float) -> None:
+    async def _sleep_until(self, t_s: float, *, parking: bool = False) -> None:
+        """Sleep until simulated time ``t_s``; an abort ends the sleep, except when parking."""
         delay = self.clock.wall_delay_until_s(t_s)
-        if delay > 0:
+        if delay <= 0:
+            return
+        if parking:
             await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._abort.wait()
+
+    def _cut_short(self, phase: Phase) -> bool:
+        return phase != "park" and self._abort.is_set()
 
     async def _goto(self, target: AzEl, deadline_s: float, phase: Phase) -> bool:
-        """Slew (sun-safely, leg by leg) to ``target``; True once reported there."""
-        while self.clock.now_s() < deadline_s:
+        """Slew (sun-safely, leg by leg) to ``target``; True once reported there (False
+        at the deadline, or at once if the pass is aborted while not parking)."""
+        parking = phase == "park"
+        while self.clock.now_s() < deadline_s and not self._cut_short(phase):
             now = self.clock.now_s()
             route = self._route(self._last_reported, target, now)
             if route is None:
                 log.warning("no sun-safe route to az %.1f el %.1f; holding", *_pair(target))
                 await self._stop()
-                await self._sleep_until(min(now + 5.0, deadline_s))
+                await self._sleep_until(min(now + 5.0, deadline_s), parking=parking)
                 continue
             leg = route[0]
             if len(route) > 1:
                 self.stats.sun_detours += 1
                 log.info("sun avoidance: detour via az %.1f el %.1f", *_pair(leg))
             if not (await self._call("point", self.rotator.point, leg)).ok:
-                await self._sleep_until(min(now + self.cycle_s, deadline_s))
+                await self._sleep_until(min(now + self.cycle_s, deadline_s), parking=parking)
                 continue
-            while self.clock.now_s() < deadline_s:
-                await self._sleep_until(self.clock.now_s() + self.cycle_s)
+            while self.clock.now_s() < deadline_s and not self._cut_short(phase):
+                await self._sleep_until(self.clock.now_s() + self.cycle_s, parking=parking)
                 reported = await self._position()
                 if reported is not None:
                     self._emit_idle(phase, leg, reported)
@@ -812,7 +838,7 @@ class Tracker:
         while True:
             await self._sleep_until(next_tick)
             now = self.clock.now_s()
-            if now >= plan.los_s:
+            if now >= plan.los_s or self._abort.is_set():
                 break
             await self._cycle(plan, now, cycle, last_t, next_tick)
             last_t = now
@@ -901,8 +927,13 @@ class Tracker:
         park = self.rotator.park_position
         origin = self._last_reported or park
         budget = 2.0 * slew_time_s(origin, park, self._rates) + 30.0
-        log.info("LOS: parking at az %.1f el %.1f", park.az_deg, park.el_deg)
+        why = f"aborted ({self.stats.aborted})" if self.stats.aborted else "LOS"
+        log.info("%s: parking at az %.1f el %.1f", why, park.az_deg, park.el_deg)
         self.stats.parked = await self._goto(park, self.clock.now_s() + budget, "park")
+        if self.stats.parked:
+            log.info("parked at az %.1f el %.1f", park.az_deg, park.el_deg)
+        else:
+            log.error("parking failed: not at az %.1f el %.1f in time", park.az_deg, park.el_deg)
 
 
 def _pair(value: AzEl) -> tuple[float, float]:

@@ -7,6 +7,7 @@ never inside the sun cone (whole slew paths), and robust to rotator faults.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 
@@ -267,3 +268,29 @@ async def test_pass_in_progress_is_joined() -> None:
     assert settled
     assert max(s.error_deg for s in settled if not s.late) < THRESHOLD_DEG
     assert stats.parked
+
+
+@pytest.mark.parametrize("phase", ["preposition", "track"])
+async def test_abort_cuts_the_pass_short_and_parks(phase: str) -> None:
+    station, full = overhead_station(offset_deg=2.0)
+    pass_ = _high_part(station, full)
+    aos = pass_.aos.timestamp()
+    clock = SimClock(epoch=pass_.aos - dt.timedelta(seconds=40.0), speed=SPEED)
+    mount = SimpleMount(clock, limits=RotatorLimits(max_az_deg=450.0), park=AzEl(0.0, 90.0))
+    samples: list[TrackSample] = []
+    tracker = Tracker(mount, MICIUS, station, pass_, clock, _settings(), samples.append)
+    run = asyncio.create_task(tracker.run())
+    at_s = aos - 20.0 if phase == "preposition" else aos + 20.0
+    await asyncio.sleep(clock.wall_delay_until_s(at_s))
+    assert not run.done()
+    tracker.abort("operator request")
+    stats = await asyncio.wait_for(run, 60.0)
+    aborted_at = clock.now_s()
+    assert stats.aborted == "operator request"
+    assert stats.parked
+    assert abs(mount.pos.az_deg) <= 0.75, mount.pos
+    assert abs(mount.pos.el_deg - 90.0) <= 0.75, mount.pos
+    # nothing tracked after the abort
+    assert pass_.los.timestamp() - aborted_at > 60.0  # parked long before LOS
+    assert all(s.phase == "park" for s in samples if s.time_s > at_s + 1.0)
+    assert stats.summary()["aborted"] == "operator request"
