@@ -164,3 +164,55 @@ async def test_emulator_disconnect_mid_pass_is_survived() -> None:
     assert [s for s in reported if s.time_s > gap_end]  # tracking resumed after the outage
     assert stats.tracked_s > 235.0
     assert stats.parked
+
+
+def test_track_cli_ctrl_c_parks_the_mount(tmp_path: Path) -> None:
+    """Ctrl-C during ``groundkey track``: the pass ends, the mount parks (the emulator
+    reports the park position), the summary says why, and the exit code is 0."""
+    import json
+    import signal
+
+    from groundkey_protocol.orbit import Station
+
+    xinglong = Station(40.3959, 117.5775, 893.0)
+    start = dt.datetime(2016, 12, 20, 12, 0, tzinfo=dt.UTC)
+    pass_ = predict_passes(MICIUS, xinglong, start, 12.0, 60.0)[0]
+    clock = SimClock(
+        epoch=pass_.aos - dt.timedelta(seconds=60), speed=50.0, anchor_wall_s=time.time() + 3.0
+    )
+    tle = Path(__file__).parents[2] / "config" / "tle" / "micius.tle"
+
+    async def scenario() -> tuple[int, str, str]:
+        async with emulator("gs232b", clock, AzEl(0.0, 90.0)) as url:
+            config = tmp_path / "station.toml"
+            config.write_text(
+                f"[station]\nmin_el_deg = 60.0\ntle_files = ['{tle}']\n"
+                f"[rotator]\nprotocol = 'gs232b'\nurl = '{url}'\n"
+                "[tracking]\nthreshold_deg = 1.5\npreposition_s = 0.0\nmax_wall_rate_hz = 50.0\n"
+            )
+            argv = [str(Path(sys.executable).parent / "groundkey"), "track", "--json"]
+            proc = await asyncio.create_subprocess_exec(
+                *argv, "--config", str(config), "--clock", clock.spec(),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                # 20 s into the pass (simulated), well before LOS
+                await asyncio.sleep(clock.wall_delay_until_s(pass_.aos.timestamp() + 20.0))
+                proc.send_signal(signal.SIGINT)
+                out_b, err_b = await asyncio.wait_for(proc.communicate(), 60)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            out, err = out_b.decode(), err_b.decode()
+            assert proc.returncode is not None
+            return proc.returncode, out, err
+
+    code, out, err = asyncio.run(scenario())
+    assert code == 0, err
+    assert "SIGINT: parking" in err
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["aborted"] == "SIGINT"
+    assert summary["parked"]
+    assert summary["tracked_s"] < 40.0  # of a 72 s pass, interrupted at 20 s

@@ -39,6 +39,8 @@ def satellite_from_config(config: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import json
+    import signal
+    import sys
 
     from groundkey_daemon.config import load_config
     from groundkey_daemon.progress import ProgressPrinter, summary_lines
@@ -84,7 +86,26 @@ def run(args: argparse.Namespace) -> int:
                 TrackingSettings.from_config(config),
                 on_sample=None if args.json else ProgressPrinter(),
             )
-            return await tracker.run()
+            # Ctrl-C or SIGTERM: end the pass and park; a second one stops at once
+            loop = asyncio.get_running_loop()
+            run = asyncio.ensure_future(tracker.run())
+
+            def interrupted(signame: str) -> None:
+                if tracker.stats.aborted:
+                    run.cancel()
+                else:
+                    print(f"{signame}: parking (again to stop at once)", file=sys.stderr)
+                    tracker.abort(signame)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, interrupted, sig.name)
+            try:
+                return await run
+            except asyncio.CancelledError:
+                raise KeyboardInterrupt from None
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
 
     stats = asyncio.run(main())
     if args.json:
