@@ -29,7 +29,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from groundkey_daemon.sdnotify import Watchdog, notify
 
@@ -67,6 +67,19 @@ class Component:
     state: str = "new"
     stopped: bool = False
     task: asyncio.Task[None] | None = None
+
+
+def quiet_transport_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Event-loop exception handler: an OS error of a transport (a serial adapter
+    unplugged mid-write) is one warning line, since the driver that owns the transport
+    reconnects; everything else goes to the default handler (with its traceback)."""
+    exc = context.get("exception")
+    if "transport" in context and isinstance(exc, OSError):
+        log.warning(
+            "%s: %s: %s", context.get("message", "transport error"), type(exc).__name__, exc
+        )
+        return
+    loop.default_exception_handler(context)
 
 
 class DropQueue(Generic[T]):
@@ -224,6 +237,7 @@ class Supervisor:
     async def run(self) -> int:
         """Run every component until stopped; returns the process exit code."""
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(quiet_transport_errors)
         self._stop = asyncio.Event()
         if self.stop_reason:  # stop requested before run()
             self._stop.set()

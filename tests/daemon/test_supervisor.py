@@ -4,11 +4,17 @@ shutdown after the drain, reload hooks, bounded queues that count drops."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
 from groundkey_daemon.sdnotify import Watchdog
-from groundkey_daemon.supervisor import DropQueue, RestartPolicy, Supervisor
+from groundkey_daemon.supervisor import (
+    DropQueue,
+    RestartPolicy,
+    Supervisor,
+    quiet_transport_errors,
+)
 
 FAST = RestartPolicy(max_restarts=2, backoff_s=0.01, backoff_max_s=0.02)
 
@@ -152,3 +158,22 @@ async def test_drop_queue_counts_what_it_drops() -> None:
 def test_backoff_grows_and_is_capped() -> None:
     policy = RestartPolicy(backoff_s=0.5, backoff_max_s=3.0)
     assert [policy.delay_s(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+async def test_a_transports_os_error_is_one_warning_line_without_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # what pyserial-asyncio-fast reports when a serial adapter is unplugged mid-write
+    loop = asyncio.get_running_loop()
+    gone = OSError(5, "Input/output error")
+    with caplog.at_level(logging.WARNING):
+        quiet_transport_errors(
+            loop, {"message": "Fatal write error", "exception": gone, "transport": object()}
+        )
+        quiet_transport_errors(loop, {"message": "bug", "exception": ValueError("boom")})
+    first, second = caplog.records
+    assert first.levelno == logging.WARNING
+    assert first.exc_info is None
+    assert "Fatal write error: OSError: [Errno 5] Input/output error" in first.getMessage()
+    assert second.levelno == logging.ERROR  # anything else: asyncio's default, traceback
+    assert second.exc_info is not None

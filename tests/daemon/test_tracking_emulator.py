@@ -62,7 +62,7 @@ async def test_overhead_pass_through_driver_and_emulator(protocol: str) -> None:
     assert pass_.max_el_deg > 85.0
     # The shared clock starts (anchor) once the emulator is surely up.
     clock = SimClock(
-        epoch=pass_.aos - dt.timedelta(seconds=70), speed=40.0, anchor_wall_s=time.time() + 1.5
+        epoch=pass_.aos - dt.timedelta(seconds=70), speed=25.0, anchor_wall_s=time.time() + 1.5
     )
     settings = TrackingSettings(
         preposition_s=30.0, threshold_deg=1.0, max_wall_rate_hz=50.0, sun_avoid_deg=20.0
