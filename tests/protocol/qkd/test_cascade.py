@@ -15,8 +15,10 @@ from groundkey_protocol.link.messages import (
     encode_message,
 )
 from groundkey_protocol.qkd.cascade import (
+    _WORD_READ,
     CascadeAlice,
     CascadeBob,
+    _block_parities,
     _xor_prefix,
     cascade_schedule,
 )
@@ -179,8 +181,8 @@ def test_alice_rejects_out_of_range_queries() -> None:
 
 @pytest.mark.parametrize("frame_bits", [1_000, 1_003])
 def test_bob_range_parities_follow_his_flips(frame_bits: int) -> None:
-    """Bob's batched range parities (word reads of passes 0 and 1, bit reads of the
-    others) equal a direct count on his current bits, after his flips."""
+    """Bob's range parities from his rows in pass order (word reads of many bits, bit
+    reads of few) equal a direct count on his current bits, after his flips."""
     a, b, actual = bsc_batch(6, frame_bits, 0.05, seed=7)
     params = ReconcileParams(method="cascade-yan", qber=actual, seed=4, block_id="w")
     bob = CascadeBob(b, params)
@@ -190,16 +192,28 @@ def test_bob_range_parities_follow_his_flips(frame_bits: int) -> None:
     rng = np.random.default_rng(9)
     count = 600  # enough bits in total for the word reads
     f = rng.integers(0, 6, count)
-    q = rng.integers(0, 3, count)
+    q = rng.integers(0, 4, count)
     s = rng.integers(0, frame_bits - 1, count)
     lengths = np.minimum(rng.integers(1, 120, count), frame_bits - s)
-    got = bob._parities(q * frame_bits, f * frame_bits, s, lengths)
-    low = q < 2
-    got_low = bob._parities(q[low] * frame_bits, f[low] * frame_bits, s[low], lengths[low])
-    np.testing.assert_array_equal(got_low, got[low])
+    rows = q * 6 + f
+    bob._rows.make(rows)
+    start = rows * frame_bits + s
+    got = bob._rows.parities(start, lengths)
+    assert lengths.sum() >= _WORD_READ
+    few = [bob._rows.parities(start[i : i + 1], lengths[i : i + 1]) for i in range(count)]
+    np.testing.assert_array_equal(np.concatenate(few), got)
     for i in range(count):
         order = bob._passes.perm(int(q[i]))[s[i] : s[i] + lengths[i]]
         assert got[i] == int(bits[f[i], order].sum()) & 1
+
+
+@pytest.mark.parametrize(
+    ("n", "k"), [(1, 1), (9, 4), (1_003, 40), (1_000, 40), (960, 64), (800, 200)]
+)
+def test_block_parities_match_direct_sums(n: int, k: int) -> None:
+    bits = np.random.default_rng(n + k).integers(0, 2, (3, n), dtype=np.uint8)
+    want = [[int(row[b : b + k].sum()) & 1 for b in range(0, n, k)] for row in bits]
+    np.testing.assert_array_equal(_block_parities(bits, k), np.array(want, dtype=np.uint8))
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 1_003, 100_000])
