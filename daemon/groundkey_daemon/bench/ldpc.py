@@ -5,7 +5,9 @@ per second, one core, whole protocol: syndrome, decoding, blind round if any),
 ``ldpc.efficiency.qber{2,5}`` (f = disclosed / (n·h(Q)), true QBER),
 ``ldpc.fer.qber{2,5}`` (frames whose bits differ from Alice's after reconciliation),
 the same for ``ldpc-blind`` as ``ldpc.blind.*``, and ``ldpc.decoder.bits_per_s``
-(the decoder alone).
+(the decoder alone). ``ldpc.blind.plan.{efficiency,fer}.qber{1,2}``: blind mode at
+the frame size of the frame plan (:func:`frame_bits_for`: 3.6·10^5 key bits at
+QBER <= 2.5 %), the same number of key bits per point.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from groundkey_protocol.qkd.ldpc import (
     RECOMMENDED_FRAME_BITS,
     LdpcAlice,
     LdpcBob,
+    frame_bits_for,
     get_code,
     get_decoder,
 )
@@ -112,6 +115,25 @@ def bench_ldpc() -> Iterable[Record]:
             )
 
 
+def bench_plan() -> Iterable[Record]:
+    """Blind mode at the frame plan's frame size, QBER 1 and 2 %."""
+    for pct in (1, 2):
+        bits = frame_bits_for(pct / 100)
+        frames = max(1, FRAMES * FRAME_BITS // bits)
+        points = [
+            measure("ldpc-blind", pct / 100, frames=frames, frame_bits=bits, seed=s)
+            for s in range(3)
+        ]
+        yield Record(
+            f"ldpc.blind.plan.efficiency.qber{pct}",
+            statistics.median(p.efficiency for p in points),
+            "f",
+        )
+        yield Record(
+            f"ldpc.blind.plan.fer.qber{pct}", statistics.mean(p.fer for p in points), "frames"
+        )
+
+
 def bench_decoder() -> Iterable[Record]:
     """The decoder alone on the rate-0.5 code at QBER 7 % (f ≈ 1.28), 64 frames."""
     code = get_code(0.5, 50_000)
@@ -188,6 +210,12 @@ BENCHMARKS = [
             for pct in (2, 5)
         ),
         run=bench_ldpc,
+    ),
+    Benchmark(
+        names=tuple(
+            f"ldpc.blind.plan.{what}.qber{pct}" for what in ("efficiency", "fer") for pct in (1, 2)
+        ),
+        run=bench_plan,
     ),
     Benchmark(names=("ldpc.decoder.bits_per_s",), run=bench_decoder),
 ]

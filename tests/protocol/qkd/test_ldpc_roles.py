@@ -8,7 +8,14 @@ import pytest
 from groundkey_protocol.errors import ProtocolError
 from groundkey_protocol.link.messages import ReconcileData, decode_message, encode_message
 from groundkey_protocol.qkd.ldpc import LdpcAlice, LdpcBob
-from groundkey_protocol.qkd.ldpc.rate import binary_entropy, code_length, plan_rate
+from groundkey_protocol.qkd.ldpc.rate import (
+    FRAME_PLAN,
+    binary_entropy,
+    code_length,
+    default_efficiency,
+    frame_bits_for,
+    plan_rate,
+)
 from groundkey_protocol.qkd.ldpc.roles import TAG_BITS
 from groundkey_protocol.qkd.reconcile import ReconcileParams, create_reconciler, run_pair
 from groundkey_protocol.qkd.verify import poly_hash64
@@ -38,6 +45,22 @@ def test_plan_puts_almost_everything_in_shortening() -> None:
             if 0.01 <= q <= 0.1:  # inside the range of mother rates: on target
                 assert 0 <= plan.punctured < n // 200  # less than one block row
                 assert plan.efficiency(q) == pytest.approx(1.2, abs=1.0 / (frame_bits * 0.05))
+
+
+def test_frame_plan_uses_longer_frames_at_low_qber() -> None:
+    """Both ends derive the frame size from the agreed QBER alone; the longer frames
+    at QBER <= 2.5 % are what brings f to <= 1.15 there (4·10^5-bit codewords)."""
+    assert [frame_bits_for(q) for q in (0.005, 0.01, 0.02, 0.025)] == [360_000] * 4
+    assert [frame_bits_for(q) for q in (0.026, 0.03, 0.05, 0.08, 0.11)] == [90_000] * 5
+    assert FRAME_PLAN[-1][0] >= 0.5
+    assert code_length(360_000) == 400_000
+    for q in (0.01, 0.015, 0.02, 0.025):
+        f = default_efficiency(q, frame_bits_for(q))
+        assert f <= 1.15
+        assert f < default_efficiency(q, 90_000)
+        plan = plan_rate(frame_bits_for(q), q)
+        assert plan.n == 400_000
+        assert plan.efficiency(q) == pytest.approx(f, abs=1e-3)
 
 
 def test_registered_ldpc_round_trip_over_the_wire_codec() -> None:

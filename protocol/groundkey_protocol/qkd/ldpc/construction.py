@@ -11,7 +11,9 @@ Layout of the base graph (IRA style, as DVB-S2 and 5G NR):
   of high-degree columns, a bulk of degree 3 or 4 and, at rates 0.75–0.925 with
   ``Z >= 200``, 15 % of degree 2; see ``_PROFILES``), placed by progressive edge
   growth (PEG) on the base graph: every new edge goes to a check farthest from the
-  column in the current graph, ties to the lowest degree;
+  column in the current graph, ties to the lowest degree; a degree-2 column avoids
+  a pair of block rows that already has one (three degree-2 columns on one pair
+  close lifted 6-cycles whatever their shifts: weight-6 codewords);
 * ``mb`` parity columns of degree 2 forming a block cycle (identity blocks on the
   diagonal, random shifts below it, so chains of parity bits do not line up into
   low-weight codewords). A set of parity columns is linearly dependent only if it
@@ -25,8 +27,20 @@ Circulant shifts are drawn at random among those closing the fewest lifted 4-cyc
 the lifted graph is a codeword of that weight, so the second shift of a degree-2
 information column is the one whose new cycles are longest (a breadth-first search
 in the lifted degree-2 subgraph). That subgraph has ~2 variables per check, so its
-girth is bounded by its growth (8–12 at 10^5 bits and rates 0.8–0.92); the search
-halves the number of shortest cycles at rate 0.9 and cuts it ~20-fold at 0.85.
+girth is bounded by its growth (7–12 at 10^5 bits and rates 0.8–0.92); the search
+halves the number of shortest cycles at rate 0.9 and cuts it ~20-fold at 0.85. It
+sees only cycles that use the new column once: a second degree-2 column on the
+same pair of block rows whose shift difference is ``z/k`` away from the first's
+closes cycles of ``2k`` variables, so such shifts are excluded (k < 16).
+
+Construction 6 added the last two rules. Both only redraw a choice that breaks
+them, from the same random stream, so codes that had no such choice are
+bit-identical to construction 5's (those without degree-2 information columns,
+i.e. rates < 0.75 or > 0.925, or ``Z < 200``). Measured on 3.6·10^5-bit frames:
+at QBER 1.5 % (rate 0.88) and f 1.15 the first-message FER fell from 6/64 (mostly
+near-codewords on three degree-2 columns of one row pair) to 1/96; at rate 0.855
+construction 5 had a weight-4 codeword family (shift difference z/2) on which BP
+ended in most frames.
 Nothing here needs an encoder: reconciliation only ever computes syndromes.
 """
 
@@ -49,7 +63,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the construction changes, so cached codes are regenerated.
-CONSTRUCTION_VERSION = 5
+CONSTRUCTION_VERSION = 6
 #: Representative mother rates (cache warm-up, tests). Codes of any rate (a multiple
 #: of 1/BASE_COLUMNS, see :mod:`.rate`) use the profile tabulated nearest to it.
 MOTHER_RATES: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
@@ -65,13 +79,16 @@ BASE_COLUMNS = 200
 # density evolution: threshold f ≈ 1.07–1.11 against 1.09–1.14 without, at rates
 # 0.8–0.92; measured on 10^5-bit frames, f 1.155 instead of 1.17 at QBER 2 % and
 # 1.22 instead of 1.24 at 1 %). But a cycle of degree-2 variables is a codeword,
-# and the lifted degree-2 subgraph has girth 8–12 here: BP ends on such a codeword,
-# or two checks short of one, in ~1 % of the frames at rate 0.9 (QBER 1 %) and
-# rarely at 0.85. The roles' per-frame check tag exposes the wrong codewords, and
-# the blind round's reveal of the bits the decoder flipped fixes both cheaply (see
-# :mod:`.roles`); at rate 0.9 that still beats the plain profile, whose waterfall
-# failures at f 1.24 were as many (11 against 8 of 512 frames at f 1.22). Above
-# rate 0.925 (about a dozen block rows) the codes do without.
+# and the lifted degree-2 subgraph has girth 7–12 here. Construction 5 let BP end
+# on such a codeword, or two checks short of one, in ~1 % of the frames at rate
+# 0.9, mostly on row pairs holding two or three degree-2 columns; construction 6
+# keeps one per pair (see the module docstring) and none was seen in 1.5·10^3
+# frames of 3.6·10^5 bits at QBER 1–2.5 %. The roles' per-frame check tag exposes
+# a wrong codeword, and the blind round's reveal fixes it (see :mod:`.roles`).
+# Tried at rate 0.915 on 3.6·10^5-bit frames, f 1.125: (20, .25), (3, .6), (2, .15)
+# failed 57/64 frames, (20, .2), (4, .6), (2, .2) 64/64, the table's entry 3/64;
+# the 0.85 entry at rate 0.915 13/48 at f 1.14 (table's: 2/256). Above rate 0.925
+# (about a dozen block rows) the codes do without.
 _PROFILES: tuple[tuple[float, tuple[tuple[int, float], ...]], ...] = (
     (0.5, ((8, 0.4), (3, 0.6))),
     (0.6, ((12, 1 / 3), (3, 2 / 3))),
@@ -87,6 +104,12 @@ IntArray = npt.NDArray[np.int64]
 DEG2_MIN_Z = 200
 #: Lifted cycles of degree-2 variables shorter than this are avoided when possible.
 _DEG2_CYCLE_DEPTH = 48
+#: Two degree-2 columns on the same pair of block rows must not close lifted cycles
+#: of fewer than this many pairs (codewords of weight < 2·this).
+_DEG2_MIN_ORDER = 16
+#: Version keying the random stream: construction 6 kept version 5's draws, so the
+#: codes it did not have to repair are bit-identical (and so are their measurements).
+_STREAM_VERSION = 5
 
 
 def info_degree_profile(rate: float, z: int | None = None) -> tuple[tuple[int, float], ...]:
@@ -220,6 +243,19 @@ def _peg_base(
             cand = np.flatnonzero(candidates)
             low = cand[row_deg[cand] == row_deg[cand].min()]
             row = int(rng.choice(low))
+            if degrees[col] == 2 and adj[:, col].any():
+                # the second row of a degree-2 column: not a pair of rows that
+                # already has one (redrawn only then, so other codes stay as they were)
+                first = int(np.flatnonzero(adj[:, col])[0])
+                paired = np.zeros(mb, dtype=bool)
+                deg2_cols = np.flatnonzero(adj[first] & (adj.sum(axis=0) == 2))
+                paired[np.flatnonzero(adj[:, deg2_cols].any(axis=1))] = True
+                if paired[row]:
+                    free = low[~paired[low]]
+                    if free.size == 0:
+                        free = cand[~paired[cand]]
+                    if free.size:
+                        row = int(rng.choice(free))
             adj[row, col] = True
             row_deg[row] += 1
     return adj
@@ -249,6 +285,33 @@ def _deg2_distances(
         dist[nxt] = level
         frontier = nxt
     return dist
+
+
+def _short_deg2_cycles(
+    edges: list[tuple[int, int, int, int]], first: int, s1: int, row: int, z: int
+) -> npt.NDArray[np.bool_]:
+    """Per candidate second shift ``s2``: would the new degree-2 column close a cycle of
+    fewer than :data:`_DEG2_MIN_ORDER` pairs with an existing one on the same two rows?
+
+    Both map check ``(first, c)`` to ``(row, c + δ)``; alternating ``k`` times between
+    them returns to the start when ``k·(δ_new - δ_old) ≡ 0 (mod z)``: a codeword of
+    weight ``2k``. The breadth-first search sees only cycles that use the new column
+    once, and with ``δ_new - δ_old = z/2`` (found at rate 0.855, ``z = 2000``) BP
+    ended on these weight-4 words in most frames.
+    """
+    s2 = np.arange(z, dtype=np.int64)
+    delta_new = (s1 - s2) % z
+    short = np.zeros(z, dtype=bool)
+    for r1, t1, r2, t2 in edges:
+        if (r1, r2) == (first, row):
+            delta_old = t1 - t2
+        elif (r1, r2) == (row, first):
+            delta_old = t2 - t1
+        else:
+            continue
+        order = z // np.gcd((delta_new - delta_old) % z, z)
+        short |= order < _DEG2_MIN_ORDER
+    return short
 
 
 def _assign_shifts(
@@ -281,13 +344,23 @@ def _assign_shifts(
                     bad = (base[r, j] - base[r, cols] + base[row, cols]) % z
                     np.add.at(conflicts, bad, 1)
             best = np.flatnonzero(conflicts == conflicts.min())
+            pick = -1
             if rows.size == 2 and row == rows[1]:
                 first, s1 = int(rows[0]), int(base[rows[0], j])
                 dist = _deg2_distances(deg2, mb, z, first, depth)[row]
                 # the new column joins (first, 0) to (row, s1 - s2)
                 reach = dist[(s1 - best) % z]
                 best = best[reach == reach.max()]
-            base[row, j] = int(rng.choice(best))
+                pick = int(rng.choice(best))
+                short = _short_deg2_cycles(deg2, first, s1, int(row), z)
+                if short[pick]:
+                    # redrawn only then, so codes without such a pick stay as they were
+                    good = best[~short[best]]
+                    if good.size == 0:
+                        good = np.flatnonzero((conflicts == conflicts.min()) & ~short)
+                    if good.size:
+                        pick = int(rng.choice(good))
+            base[row, j] = int(rng.choice(best)) if pick < 0 else pick
             assigned[row, j] = True
         if rows.size == 2:
             deg2.append((int(rows[0]), int(base[rows[0], j]), int(rows[1]), int(base[rows[1], j])))
@@ -313,7 +386,7 @@ def build_code(
     nb = BASE_COLUMNS
     mb = round(nb * (1.0 - rate))
     kb = nb - mb
-    rng = np.random.default_rng([seed, CONSTRUCTION_VERSION, round(rate * 1000), n])
+    rng = np.random.default_rng([seed, _STREAM_VERSION, round(rate * 1000), n])
     degrees = np.empty(kb, dtype=np.int64)
     start = 0
     if profile is None:

@@ -6,7 +6,9 @@ graph size). Of the ``d`` extra symbols, ``s`` are *shortened* (values public: z
 or revealed later) and ``p = d - s`` *punctured* (private random bits Alice draws,
 that Bob does not see). The adapted rate is ``R = (k - s) / frame_bits`` with
 ``k = n - m``; choosing ``s`` (and the mother code) sets ``R`` to ``1 - f·h(Q)`` for the
-estimated QBER ``Q`` and target efficiency ``f``.
+estimated QBER ``Q`` and target efficiency ``f``. The frame size itself comes
+from the QBER too (:func:`frame_bits_for`: 3.6·10^5 key bits up to 2.5 %, where
+9·10^4-bit frames cannot reach f 1.15; 9·10^4 above).
 
 Leakage: Alice sends the ``m`` syndrome bits of (key, punctured, shortened). The
 punctured bits are uniform and independent of the key and their columns of ``H``
@@ -29,11 +31,13 @@ from groundkey_protocol.qkd.ldpc.construction import BASE_COLUMNS, QcLdpcCode
 
 __all__ = [
     "DELTA",
+    "FRAME_PLAN",
     "Positions",
     "RatePlan",
     "binary_entropy",
     "code_length",
     "default_efficiency",
+    "frame_bits_for",
     "plan_positions",
     "plan_rate",
 ]
@@ -45,22 +49,24 @@ MIN_BLOCK_ROWS = BASE_COLUMNS // 20
 MAX_BLOCK_ROWS = BASE_COLUMNS * 55 // 100
 IntArray = npt.NDArray[np.int64]
 
-# Target efficiency of the first message against the QBER, for 9·10^3-, 4.5·10^4-
-# and 9·10^4-bit frames (interpolated in log frame size, clamped), calibrated on the
-# project's codes for a first-message frame error rate of about 10^-2 or lower
-# (measured: tests/protocol/qkd/test_ldpc_acceptance.py; `groundkey bench reconcile`).
-# The 4.5·10^4 column predates the degree-2 profiles and is conservative now.
-_EFFICIENCY_TABLE: tuple[tuple[float, float, float, float], ...] = (
-    (0.005, 1.7, 1.45, 1.45),
-    (0.01, 1.48, 1.32, 1.22),
-    (0.015, 1.44, 1.3, 1.2),
-    (0.02, 1.4, 1.27, 1.155),
-    (0.03, 1.32, 1.22, 1.13),
-    (0.05, 1.25, 1.17, 1.12),
-    (0.08, 1.17, 1.12, 1.1),
-    (0.11, 1.15, 1.1, 1.12),
+# Target efficiency of the first message against the QBER, for 9·10^3-, 4.5·10^4-,
+# 9·10^4- and 3.6·10^5-bit frames (interpolated in log frame size, clamped),
+# calibrated on the project's codes for a first-message frame error rate of about
+# 10^-2 or lower (measured: tests/protocol/qkd/test_ldpc_acceptance.py; `groundkey
+# bench reconcile`). The 4.5·10^4 column predates the degree-2 profiles and is
+# conservative now. The 3.6·10^5 column was measured at QBER 0.5–2.5 % (the frame
+# plan's range, see FRAME_PLAN); above it, it repeats the 9·10^4 column.
+_EFFICIENCY_TABLE: tuple[tuple[float, float, float, float, float], ...] = (
+    (0.005, 1.7, 1.45, 1.45, 1.4),
+    (0.01, 1.48, 1.32, 1.22, 1.145),
+    (0.015, 1.44, 1.3, 1.2, 1.15),
+    (0.02, 1.4, 1.27, 1.155, 1.125),
+    (0.03, 1.32, 1.22, 1.13, 1.13),
+    (0.05, 1.25, 1.17, 1.12, 1.12),
+    (0.08, 1.17, 1.12, 1.1, 1.1),
+    (0.11, 1.15, 1.1, 1.12, 1.12),
 )
-_TABLE_FRAME_BITS = (9_000, 45_000, 90_000)
+_TABLE_FRAME_BITS = (9_000, 45_000, 90_000, 360_000)
 
 
 def binary_entropy(q: float) -> float:
@@ -68,6 +74,23 @@ def binary_entropy(q: float) -> float:
     if q <= 0.0 or q >= 1.0:
         return 0.0
     return -q * math.log2(q) - (1.0 - q) * math.log2(1.0 - q)
+
+
+#: Key bits per frame by QBER: ``(highest QBER, frame bits)``, first match. The
+#: finite-length gap to a code's threshold shrinks roughly like 1/√n, and at low QBER
+#: a 9·10^4-bit frame holds too few errors (~900 at 1 %) for f ≤ 1.15 at a frame
+#: error rate of 10^-2: 3.6·10^5-bit frames (4·10^5-bit codewords) get there up to
+#: QBER 2.5 %; above it 9·10^4-bit frames already do.
+FRAME_PLAN: tuple[tuple[float, int], ...] = ((0.025, 360_000), (1.0, 90_000))
+
+
+def frame_bits_for(qber: float) -> int:
+    """Key bits per frame recommended at ``qber`` (:data:`FRAME_PLAN`).
+
+    Public parameters only, so both ends derive the same frame size from the agreed
+    QBER estimate before they cut the sifted key into frames.
+    """
+    return next(bits for q, bits in FRAME_PLAN if qber <= q)
 
 
 def default_efficiency(qber: float, frame_bits: int = _TABLE_FRAME_BITS[0]) -> float:
