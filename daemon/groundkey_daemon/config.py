@@ -209,7 +209,9 @@ class DistillSection(_Section, frozen=True):
     """``[distill]``: Bob's key distillation (both ends must agree on these)."""
 
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
-    frame_bits: Annotated[int, msgspec.Meta(ge=64)] = 100_000
+    #: key bits per reconciliation frame; 0: chosen from the QBER estimate (LDPC: 3.6·10^5
+    #: up to 2.5 %, 9·10^4 above; Cascade: 10^5), else at least 64
+    frame_bits: Annotated[int, msgspec.Meta(ge=0)] = 0
     #: reconciliation; ldpc-blind (one-way, few round trips) suits satellite passes,
     #: the Cascades need hundreds of round trips. The satellite follows (BlockOpen).
     method: DistillMethod = "ldpc-blind"
@@ -221,6 +223,10 @@ class DistillSection(_Section, frozen=True):
     sample_fraction: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.0
     #: a block that has not finished after this long is aborted
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 600.0
+
+    def __post_init__(self) -> None:
+        if 0 < self.frame_bits < 64:
+            raise ValueError(f"frame_bits {self.frame_bits}: 0 (automatic) or at least 64")
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

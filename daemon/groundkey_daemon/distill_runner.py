@@ -269,6 +269,14 @@ def _fill(result: BlockResult, bob: DistillBob) -> None:
     result.messages = st.messages
 
 
+def ldpc_warm_frame_bits(frame_bits: int) -> tuple[int, ...]:
+    """Frame sizes whose LDPC mother codes the workers build at start: the configured
+    size, or with ``frame_bits = 0`` every size of the automatic frame plan."""
+    from groundkey_protocol.qkd.ldpc.rate import FRAME_PLAN
+
+    return (frame_bits,) if frame_bits else tuple(sorted({bits for _, bits in FRAME_PLAN}))
+
+
 def _warm(ldpc_dir: str | None = None, frame_bits: tuple[int, ...] = ()) -> int:
     """Runs in a worker at start: imports done, LDPC codes built (or found) in the cache."""
     if ldpc_dir and frame_bits:

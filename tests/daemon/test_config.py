@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from groundkey_daemon.cli import main
-from groundkey_daemon.config import Config, load_config
+from groundkey_daemon.config import Config, config_from_dict, load_config
 from groundkey_daemon.errors import ConfigError
 from groundkey_protocol.devices.rotator import AzEl, RotatorLimits
 
@@ -102,3 +102,13 @@ def test_real_cli_process_unknown_key(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr == f"groundkey track: error: {path}: tracking.turbo: unknown key\n"
+
+
+def test_frame_bits_is_automatic_by_default_and_rejects_tiny_frames() -> None:
+    from groundkey_daemon.distill_runner import ldpc_warm_frame_bits
+
+    assert config_from_dict({}).distill.frame_bits == 0
+    assert ldpc_warm_frame_bits(0) == (90_000, 360_000)
+    assert ldpc_warm_frame_bits(50_000) == (50_000,)
+    with pytest.raises(ConfigError, match=r"frame_bits 10: 0 \(automatic\) or at least 64"):
+        config_from_dict({"distill": {"frame_bits": 10}})

@@ -314,9 +314,6 @@ sync_channel = {SYNC_CHANNEL}
 # one block per pass: the pass above 45 deg gives ~1 M detections, and blocks much
 # smaller than that have no positive finite-key length (later blocks of a pass do sync)
 min_block_detections = 5000000
-
-[distill]
-frame_bits = 50000
 """
 
 

@@ -53,7 +53,7 @@ class Service:
 
     async def run(self) -> int:
         from groundkey_daemon.delivery import DeliveryServer
-        from groundkey_daemon.distill_runner import DistillRunner
+        from groundkey_daemon.distill_runner import DistillRunner, ldpc_warm_frame_bits
         from groundkey_daemon.keystore import KeyStore
         from groundkey_daemon.lifecycle import Lifecycle
         from groundkey_daemon.link import load_link_key
@@ -87,7 +87,7 @@ class Service:
             workers=cfg.distill.workers,
             store=store if cfg.link.transcript_auth else None,
             ldpc_dir=Path(cfg.keystore.state_dir) / "ldpc",
-            warm_frame_bits=(cfg.distill.frame_bits,)
+            warm_frame_bits=ldpc_warm_frame_bits(cfg.distill.frame_bits)
             if cfg.distill.method.startswith("ldpc")
             else (),
         )

@@ -251,3 +251,19 @@ def test_ldpc_plugs_into_the_same_pipeline() -> None:
     assert b.key is not None
     assert a.key.material == b.key.material
     assert len(transcript) < 20
+
+
+@pytest.mark.parametrize(("reconcile", "frame_bits"), [("ldpc-blind", 360_000), ("cascade-yan", 0)])
+def test_automatic_frames_follow_the_method_and_the_qber(reconcile: str, frame_bits: int) -> None:
+    """frame_bits 0: LDPC cuts the frames its plan gives for the agreed QBER estimate
+    (3.6·10^5 bits up to 2.5 %), Cascade 10^5-bit frames; both ends agree."""
+    a, b, _ = distill(4_000_000, 0.012, seed=35, reconcile=reconcile, frame_bits=0)
+    assert a.stats.frames == b.stats.frames
+    assert a.stats.qber_estimate < 0.025
+    size = a.stats.key_input_bits // a.stats.frames
+    expected = frame_bits or 100_000
+    assert expected // 2 < size <= expected  # about frame_bits each, never more
+    assert a.ok
+    assert a.key is not None
+    assert b.key is not None
+    assert a.key.material == b.key.material
