@@ -267,3 +267,20 @@ def test_automatic_frames_follow_the_method_and_the_qber(reconcile: str, frame_b
     assert a.key is not None
     assert b.key is not None
     assert a.key.material == b.key.material
+
+
+def test_reconciliation_qber_is_the_keys_not_the_signals() -> None:
+    """Decoy and vacuum detections err more than signal ones; the QBER handed to
+    reconciliation weights each intensity's Z error rate by its share of the key."""
+    sp = synthesize_pass(np.random.default_rng(4), detections=1_200_000, e_d=0.012)
+    cfg = DistillConfig(reconcile="ldpc-blind")
+    alice = DistillAlice(cfg, sp.alice, np.random.default_rng(5), block_id="q")
+    bob = DistillBob(cfg, sp.bob, np.random.default_rng(6), block_id="q")
+    run_pair(alice, bob)
+    a_key = alice._sifted.bits[alice._key_idx]  # type: ignore[union-attr]
+    b_key = bob._sifted.bits[bob._key_idx]  # type: ignore[union-attr]
+    true_qber = float((a_key != b_key).mean())
+    st = bob.stats
+    assert st.z_qber < true_qber  # the signal's Z QBER alone is too low ...
+    assert abs(st.qber_estimate - true_qber) < 0.05 * true_qber  # ... the key's is right
+    assert alice.stats.qber_estimate == st.qber_estimate
