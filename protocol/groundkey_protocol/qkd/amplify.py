@@ -21,8 +21,9 @@ needed outputs) computed with float64 FFTs, rounded, cast to int64, then mod 2.
 Large sizes use the four-step FFT (N = N1·N2: batched real FFTs of length N1,
 twiddle, batched complex FFTs of length N2, spectrum kept in transposed order,
 N1 ≈ √N/3), about 2× faster here than one long FFT because every pass is
-cache-friendly; the twiddle table (8·N bytes) is kept for the next block of the
-same FFT size.
+cache-friendly; its twiddle table and working arrays (32·N bytes, 330 MB at the
+benchmark size) are kept for the next block of the same FFT size
+(:func:`clear_fft_cache` frees them).
 
 Exactness. Each exact sum is an integer <= n, so rounding is exact when every
 computed sum is within 1/2 of it. With unit roundoff ε = 2^-53, a computed FFT
@@ -56,7 +57,6 @@ significant).
 
 from __future__ import annotations
 
-import functools
 import importlib
 import math
 from collections.abc import Callable
@@ -113,11 +113,8 @@ def _conv_plain(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArra
     return np.fft.irfft(fx, size)[n - 1 : n - 1 + m]
 
 
-@functools.lru_cache(maxsize=1)
 def _twiddles(n1: int, n2: int) -> NDArray[np.complex128]:
-    """W[k1, j2] = exp(-2πi·k1·j2 / (n1·n2)) for k1 <= n1/2, from two small exact tables.
-
-    Cached (read-only) for the next block of the same size: 8·N bytes."""
+    """W[k1, j2] = exp(-2πi·k1·j2 / (n1·n2)) for k1 <= n1/2, from two small exact tables."""
     size = n1 * n2
     rows = n1 // 2 + 1
     q = 1 << max(0, (rows.bit_length() + 1) // 2)
@@ -130,9 +127,48 @@ def _twiddles(n1: int, n2: int) -> NDArray[np.complex128]:
     return table
 
 
+@dataclass(frozen=True, slots=True)
+class _FourStepPlan:
+    """What a four-step FFT convolution of size n1·n2 needs besides its inputs: the
+    twiddle table and the working arrays (32·N bytes in all). Kept for the next block
+    of the same FFT size: fresh arrays of this size cost ~5 ms each in page faults."""
+
+    n1: int
+    n2: int
+    twiddles: NDArray[np.complex128]
+    real: NDArray[np.float64]
+    spectrum: NDArray[np.complex128]
+    spectrum2: NDArray[np.complex128]
+
+
+# The plan kept from the last convolution (at most one). A caller takes it out while
+# it works, so concurrent callers (threads) never share working arrays.
+_kept_plans: dict[tuple[int, int], _FourStepPlan] = {}
+
+
+def _take_plan(n1: int, n2: int) -> _FourStepPlan:
+    plan = _kept_plans.pop((n1, n2), None)
+    if plan is not None:
+        return plan
+    rows = n1 // 2 + 1
+    return _FourStepPlan(
+        n1,
+        n2,
+        _twiddles(n1, n2),
+        np.empty((n1, n2), dtype=np.float64),
+        np.empty((rows, n2), dtype=np.complex128),
+        np.empty((rows, n2), dtype=np.complex128),
+    )
+
+
+def _keep_plan(plan: _FourStepPlan) -> None:
+    _kept_plans.clear()
+    _kept_plans[(plan.n1, plan.n2)] = plan
+
+
 def clear_fft_cache() -> None:
-    """Drop the cached FFT twiddle table (benchmarks; frees 8·N bytes)."""
-    _twiddles.cache_clear()
+    """Drop the kept four-step plan (benchmarks; frees its 32·N bytes)."""
+    _kept_plans.clear()
 
 
 def _conv_four_step(
@@ -145,26 +181,28 @@ def _conv_four_step(
     transposed order; the pointwise product and the inverse do not care.
     """
     n = x.size
-    w = _twiddles(n1, n2)
-    buf = np.empty((n1, n2), dtype=np.float64)  # real input, reused for all three passes
+    plan = _take_plan(n1, n2)
+    w, buf = plan.twiddles, plan.real
     flat = buf.reshape(-1)
 
-    def forward(a: NDArray[np.uint8]) -> NDArray[np.complex128]:
+    def forward(a: NDArray[np.uint8], spec: NDArray[np.complex128]) -> NDArray[np.complex128]:
         flat[: a.size] = a
         flat[a.size :] = 0.0
-        spec = np.fft.rfft(buf, axis=0)
+        np.fft.rfft(buf, axis=0, out=spec)
         spec *= w
         return np.fft.fft(spec, axis=1, out=spec)
 
-    prod = forward(x)
-    prod *= forward(seed)
-    prod = np.fft.ifft(prod, axis=1, out=prod)
+    prod = forward(x, plan.spectrum)
+    prod *= forward(seed, plan.spectrum2)
+    np.fft.ifft(prod, axis=1, out=prod)
     # times conj(W), without a conjugated copy of the table: conj(conj(P)·W)
     np.conjugate(prod, out=prod)
     prod *= w
     np.conjugate(prod, out=prod)
     np.fft.irfft(prod, n1, axis=0, out=buf)
-    return flat[n - 1 : n - 1 + m]
+    out = flat[n - 1 : n - 1 + m].copy()
+    _keep_plan(plan)
+    return out
 
 
 def _toeplitz_sums(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArray[np.int64]:
@@ -179,7 +217,9 @@ def _toeplitz_sums(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDA
         conv = _conv_four_step(x, seed, m, n1, n2)
     sums = np.rint(conv)
     # a posteriori guard on top of the a priori bound: never observed to trigger
-    if sums.size and float(np.max(np.abs(conv - sums))) > 0.25:
+    off = np.subtract(conv, sums, out=conv)
+    np.abs(off, out=off)
+    if off.size and float(off.max()) > 0.25:
         raise ArithmeticError("toeplitz: FFT rounding margin exceeded")
     return sums.astype(np.int64)
 
@@ -194,14 +234,17 @@ def toeplitz_hash(bits: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> N
     chunk = _CHUNK_BITS
     while chunk > 1 and _error_bound(chunk, m, 4 * (chunk + m)) >= 0.25:  # N <= 4L
         chunk //= 2
-    acc = np.zeros(m, dtype=np.int64)
+    acc: NDArray[np.int64] | None = None
     for j0 in range(0, n, chunk):
         xc = x[j0 : j0 + chunk]
         nc = xc.size
         # T restricted to columns j0..j0+nc-1 is Toeplitz with the seed window below.
         lo = n - j0 - nc
-        acc += _toeplitz_sums(xc, s[lo : lo + nc + m - 1], m)
-    return (acc & 1).astype(np.uint8)
+        sums = _toeplitz_sums(xc, s[lo : lo + nc + m - 1], m)
+        acc = sums if acc is None else acc + sums
+    assert acc is not None
+    acc &= 1
+    return acc.astype(np.uint8)
 
 
 def modified_toeplitz_hash(

@@ -170,3 +170,27 @@ def test_bad_arguments() -> None:
         modified_toeplitz_hash(np.ones(4, np.uint8), np.ones(4, np.uint8), 2)
     with pytest.raises(ValueError, match="unknown hash family"):
         seed_bits("sha", 4, 2)
+
+
+def test_kept_fft_plan_is_never_shared_by_concurrent_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the four-step plan (working arrays) kept between calls is taken out while in use
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(amplify_mod, "_FOUR_STEP_MIN", 0)
+    rng = np.random.default_rng(21)
+    n, m = 3000, 1000
+    jobs = [
+        (rng.integers(0, 2, n, dtype=np.uint8), rng.integers(0, 2, n + m - 1, dtype=np.uint8))
+        for _ in range(16)
+    ]
+    expected = [naive_toeplitz(x, s, m) for x, s in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda job: toeplitz_hash(job[0], job[1], m), jobs))
+            for g, e in zip(got, expected, strict=True):
+                np.testing.assert_array_equal(g, e)
+    assert len(amplify_mod._kept_plans) == 1  # one plan kept for the next block
+    amplify_mod.clear_fft_cache()
+    assert not amplify_mod._kept_plans
