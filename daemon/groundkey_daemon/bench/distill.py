@@ -75,9 +75,9 @@ def bench_cascade() -> Iterable[Record]:
 def bench_amplify() -> Iterable[Record]:
     """Privacy amplification of a 10^7-bit block to 3·10^6 bits.
 
-    ``toeplitz.bits_per_s``: the ``toeplitz`` family, (I | T)·x, with the FFT twiddle
-    table of this size cached (blocks of a pass share sizes); ``.cold``: the table
-    rebuilt for every call; ``toeplitz.plain.bits_per_s``: the plain m × n Toeplitz
+    ``toeplitz.bits_per_s``: the ``toeplitz`` family, (I | T)·x, with the four-step
+    FFT plan (twiddles, working arrays) kept from the previous block, as for the
+    blocks of a pass (reused within 10 % of size); ``.cold``: a new plan every call; ``toeplitz.plain.bits_per_s``: the plain m × n Toeplitz
     product; ``amplify.mas.bits_per_s``: multiply-add-shift (GMP).
     """
     rng = np.random.default_rng(3)

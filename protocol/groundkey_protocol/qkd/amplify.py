@@ -22,8 +22,8 @@ Large sizes use the four-step FFT (N = N1·N2: batched real FFTs of length N1,
 twiddle, batched complex FFTs of length N2, spectrum kept in transposed order,
 N1 ≈ √N/3), about 2× faster here than one long FFT because every pass is
 cache-friendly; its twiddle table and working arrays (32·N bytes, 330 MB at the
-benchmark size) are kept for the next block of the same FFT size
-(:func:`clear_fft_cache` frees them).
+benchmark size) are kept for the next block, reused when N is at most 10 % above
+that block's need (:func:`clear_fft_cache` frees them).
 
 Exactness. Each exact sum is an integer <= n, so rounding is exact when every
 computed sum is within 1/2 of it. With unit roundoff ε = 2^-53, a computed FFT
@@ -131,7 +131,7 @@ def _twiddles(n1: int, n2: int) -> NDArray[np.complex128]:
 class _FourStepPlan:
     """What a four-step FFT convolution of size n1·n2 needs besides its inputs: the
     twiddle table and the working arrays (32·N bytes in all). Kept for the next block
-    of the same FFT size: fresh arrays of this size cost ~5 ms each in page faults."""
+    of a similar size: fresh arrays of 10^7 elements cost ~5 ms each in page faults."""
 
     n1: int
     n2: int
@@ -146,10 +146,16 @@ class _FourStepPlan:
 _kept_plans: dict[tuple[int, int], _FourStepPlan] = {}
 
 
-def _take_plan(n1: int, n2: int) -> _FourStepPlan:
-    plan = _kept_plans.pop((n1, n2), None)
-    if plan is not None:
-        return plan
+def _take_plan(length: int) -> _FourStepPlan:
+    """A plan for a convolution of ``length`` terms: the kept one if it is large enough
+    and at most 10 % larger (blocks of a pass differ a little in size), else a new one."""
+    for key in list(_kept_plans):
+        if length <= key[0] * key[1] <= 1.1 * length:
+            plan = _kept_plans.pop(key, None)
+            if plan is not None:
+                return plan
+    n1 = 1 << max(1, (length.bit_length() - 3) // 2)  # ~sqrt/3: measured best
+    n2 = _fast_size(-(-length // n1))
     rows = n1 // 2 + 1
     return _FourStepPlan(
         n1,
@@ -171,17 +177,17 @@ def clear_fft_cache() -> None:
     _kept_plans.clear()
 
 
-def _conv_four_step(
-    x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int, n1: int, n2: int
-) -> NDArray[np.float64]:
-    """Circular convolution of size n1·n2 by the four-step FFT, outputs n-1 .. n+m-2.
+def _conv_four_step(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArray[np.float64]:
+    """Circular convolution of size N = n1·n2 >= n + m - 1 by the four-step FFT,
+    outputs n-1 .. n+m-2.
 
     Index j = j1·n2 + j2: real FFTs over j1 (n2 short strided transforms, batched and
     cache-friendly), twiddle, complex FFTs over j2. The spectrum stays in this
     transposed order; the pointwise product and the inverse do not care.
     """
     n = x.size
-    plan = _take_plan(n1, n2)
+    plan = _take_plan(n + m - 1)
+    n1 = plan.n1
     w, buf = plan.twiddles, plan.real
     flat = buf.reshape(-1)
 
@@ -209,12 +215,7 @@ def _toeplitz_sums(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDA
     """Exact integer sums Σ_j seed[i - j + n - 1]·x[j] for i < m."""
     length = x.size + m - 1
     size = _fast_size(length)
-    if size < _FOUR_STEP_MIN:
-        conv = _conv_plain(x, seed, m)
-    else:
-        n1 = 1 << max(1, (length.bit_length() - 3) // 2)  # ~sqrt/3: measured best
-        n2 = _fast_size(-(-length // n1))
-        conv = _conv_four_step(x, seed, m, n1, n2)
+    conv = _conv_plain(x, seed, m) if size < _FOUR_STEP_MIN else _conv_four_step(x, seed, m)
     sums = np.rint(conv)
     # a posteriori guard on top of the a priori bound: never observed to trigger
     off = np.subtract(conv, sums, out=conv)

@@ -194,3 +194,18 @@ def test_kept_fft_plan_is_never_shared_by_concurrent_callers(
     assert len(amplify_mod._kept_plans) == 1  # one plan kept for the next block
     amplify_mod.clear_fft_cache()
     assert not amplify_mod._kept_plans
+
+
+def test_kept_plan_serves_a_slightly_smaller_block_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(amplify_mod, "_FOUR_STEP_MIN", 0)
+    amplify_mod.clear_fft_cache()
+    rng = np.random.default_rng(22)
+    kept = []
+    for n in (3000, 2900, 2800, 1500):  # the last needs less than 90 %: a new plan
+        x = rng.integers(0, 2, n, dtype=np.uint8)
+        seed = rng.integers(0, 2, n + 999, dtype=np.uint8)
+        np.testing.assert_array_equal(toeplitz_hash(x, seed, 1000), naive_toeplitz(x, seed, 1000))
+        kept.append(next(iter(amplify_mod._kept_plans)))
+    assert kept[0] == kept[1] == kept[2] != kept[3]
