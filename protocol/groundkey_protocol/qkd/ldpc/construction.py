@@ -203,10 +203,13 @@ class QcLdpcCode:
             raise ValueError(f"bits must have shape (frames, {self.n})")
         out = np.zeros((x.shape[0], self.m), dtype=np.uint8)
         blocks = x.reshape(x.shape[0], self.nb, self.z)
+        z = self.z
         for i, j in zip(*np.nonzero(self.base >= 0), strict=True):
-            shift = int(self.base[i, j])
-            # row z of the circulant reads column (z + shift) % Z of block j
-            out[:, i * self.z : (i + 1) * self.z] ^= np.roll(blocks[:, j, :], -shift, axis=1)
+            s = int(self.base[i, j])
+            # row r of the circulant reads column (r + s) % Z of block j: two slices
+            rows = out[:, i * z : (i + 1) * z]
+            rows[:, : z - s] ^= blocks[:, j, s:]
+            rows[:, z - s :] ^= blocks[:, j, :s]
         return out
 
 

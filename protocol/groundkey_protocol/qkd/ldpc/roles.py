@@ -326,8 +326,12 @@ class LdpcBob(ReconcileBob):
         result = get_decoder(su.plan.mother_rate, su.plan.n).decode(llr, self._syndrome[rows])
         self._bits[rows] = result.bits[:, su.pos.key]
         self.frame_ok[rows] = result.ok & (su.tags(self._bits[rows]) == self._tags[rows])
-        unmet = su.code.syndrome(result.bits) != self._syndrome[rows]
-        self._unsatisfied[rows] = unmet.sum(axis=1)
+        # checks left unmet (0 where the decoder met the syndrome: no need to recount)
+        self._unsatisfied[rows] = 0
+        missed = ~result.ok
+        if missed.any():
+            unmet = su.code.syndrome(result.bits[missed]) != self._syndrome[rows[missed]]
+            self._unsatisfied[rows[missed]] = unmet.sum(axis=1)
 
     def _receive(self, message: LinkMessage) -> list[LinkMessage]:
         if not isinstance(message, ReconcileData) or message.method != self.params.method:
