@@ -77,8 +77,9 @@ def bench_amplify() -> Iterable[Record]:
 
     ``toeplitz.bits_per_s``: the ``toeplitz`` family, (I | T)·x, with the four-step
     FFT plan (twiddles, working arrays) kept from the previous block, as for the
-    blocks of a pass (reused within 10 % of size); ``.cold``: a new plan every call; ``toeplitz.plain.bits_per_s``: the plain m × n Toeplitz
-    product; ``amplify.mas.bits_per_s``: multiply-add-shift (GMP).
+    blocks of a pass (reused within 10 % of size); ``.cold``: a new plan every call;
+    ``toeplitz.plain.bits_per_s``: the plain m × n Toeplitz product;
+    ``amplify.mas.bits_per_s``: multiply-add-shift (GMP).
     """
     rng = np.random.default_rng(3)
     n, m = 10_000_000, 3_000_000
