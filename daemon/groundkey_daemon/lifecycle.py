@@ -513,7 +513,7 @@ class Lifecycle:
             self._acquire_idle.set()
 
     async def _acquire_pass(self, plan: PassPlan, report: PassReport) -> None:
-        from groundkey_drivers.detector.base import open_detector
+        from groundkey_drivers.detector import open_detector
         from groundkey_drivers.timetagger.base import open_tagger
 
         cfg = self.config

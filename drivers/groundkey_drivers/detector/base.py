@@ -163,10 +163,3 @@ class Detector(AsyncDevice):
 
     @abc.abstractmethod
     async def _configure(self, settings: dict[str, Any]) -> None: ...
-
-
-def open_detector(url: str, **options: Any) -> Detector:
-    """An ID120-style SCPI detector on ``serial://...``, a bare ``/dev/...`` or ``tcp://``."""
-    from groundkey_drivers.detector.scpi import ScpiDetector
-
-    return ScpiDetector(url, **options)
