@@ -5,7 +5,7 @@ per second, one core, whole protocol: syndrome, decoding, blind round if any),
 ``ldpc.efficiency.qber{2,5}`` (f = disclosed / (n·h(Q)), true QBER),
 ``ldpc.fer.qber{2,5}`` (frames whose bits differ from Alice's after reconciliation),
 the same for ``ldpc-blind`` as ``ldpc.blind.*``, and ``ldpc.decoder.bits_per_s``
-(the decoder alone). ``ldpc.blind.plan.{efficiency,fer}.qber{1,2}``: blind mode at
+(the decoder alone). ``ldpc.blind.plan.{bits_per_s,efficiency,fer}.qber{1,2}``: blind mode at
 the frame size of the frame plan (:func:`frame_bits_for`: 3.6·10^5 key bits at
 QBER <= 2.5 %), the same number of key bits per point.
 """
@@ -125,6 +125,11 @@ def bench_plan() -> Iterable[Record]:
             for s in range(3)
         ]
         yield Record(
+            f"ldpc.blind.plan.bits_per_s.qber{pct}",
+            statistics.median(p.bits_per_s for p in points),
+            "bit/s",
+        )
+        yield Record(
             f"ldpc.blind.plan.efficiency.qber{pct}",
             statistics.median(p.efficiency for p in points),
             "f",
@@ -213,7 +218,9 @@ BENCHMARKS = [
     ),
     Benchmark(
         names=tuple(
-            f"ldpc.blind.plan.{what}.qber{pct}" for what in ("efficiency", "fer") for pct in (1, 2)
+            f"ldpc.blind.plan.{what}.qber{pct}"
+            for what in ("bits_per_s", "efficiency", "fer")
+            for pct in (1, 2)
         ),
         run=bench_plan,
     ),
