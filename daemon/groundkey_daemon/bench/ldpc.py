@@ -95,24 +95,25 @@ def measure(
     )
 
 
+def _records(prefix: str, pct: int, points: Sequence[Point], *, speed: bool) -> Iterable[Record]:
+    """Median throughput (if ``speed``) and efficiency, mean FER, of one QBER's points."""
+    if speed:
+        yield Record(
+            f"{prefix}.bits_per_s.qber{pct}",
+            statistics.median(p.bits_per_s for p in points),
+            "bit/s",
+        )
+    yield Record(
+        f"{prefix}.efficiency.qber{pct}", statistics.median(p.efficiency for p in points), "f"
+    )
+    yield Record(f"{prefix}.fer.qber{pct}", statistics.mean(p.fer for p in points), "frames")
+
+
 def bench_ldpc() -> Iterable[Record]:
     for method, prefix in (("ldpc", "ldpc"), ("ldpc-blind", "ldpc.blind")):
         for pct in (2, 5):
             points = [measure(method, pct / 100, seed=s) for s in range(3)]
-            if method == "ldpc":
-                yield Record(
-                    f"{prefix}.bits_per_s.qber{pct}",
-                    statistics.median(p.bits_per_s for p in points),
-                    "bit/s",
-                )
-            yield Record(
-                f"{prefix}.efficiency.qber{pct}",
-                statistics.median(p.efficiency for p in points),
-                "f",
-            )
-            yield Record(
-                f"{prefix}.fer.qber{pct}", statistics.mean(p.fer for p in points), "frames"
-            )
+            yield from _records(prefix, pct, points, speed=method == "ldpc")
 
 
 def bench_plan() -> Iterable[Record]:
@@ -124,19 +125,7 @@ def bench_plan() -> Iterable[Record]:
             measure("ldpc-blind", pct / 100, frames=frames, frame_bits=bits, seed=s)
             for s in range(3)
         ]
-        yield Record(
-            f"ldpc.blind.plan.bits_per_s.qber{pct}",
-            statistics.median(p.bits_per_s for p in points),
-            "bit/s",
-        )
-        yield Record(
-            f"ldpc.blind.plan.efficiency.qber{pct}",
-            statistics.median(p.efficiency for p in points),
-            "f",
-        )
-        yield Record(
-            f"ldpc.blind.plan.fer.qber{pct}", statistics.mean(p.fer for p in points), "frames"
-        )
+        yield from _records("ldpc.blind.plan", pct, points, speed=True)
 
 
 def bench_decoder() -> Iterable[Record]:
