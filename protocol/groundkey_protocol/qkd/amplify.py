@@ -78,7 +78,7 @@ __all__ = [
 ]
 
 _CHUNK_BITS = 1 << 24
-_FOUR_STEP_MIN = 1 << 16  # FFT sizes below this use one plain real FFT
+_FOUR_STEP_MIN = 1 << 16  # convolutions shorter than this use one plain real FFT
 _EPS = 2.0**-53
 
 
@@ -214,8 +214,7 @@ def _conv_four_step(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> ND
 def _toeplitz_sums(x: NDArray[np.uint8], seed: NDArray[np.uint8], m: int) -> NDArray[np.int64]:
     """Exact integer sums Σ_j seed[i - j + n - 1]·x[j] for i < m."""
     length = x.size + m - 1
-    size = _fast_size(length)
-    conv = _conv_plain(x, seed, m) if size < _FOUR_STEP_MIN else _conv_four_step(x, seed, m)
+    conv = _conv_plain(x, seed, m) if length < _FOUR_STEP_MIN else _conv_four_step(x, seed, m)
     sums = np.rint(conv)
     # a posteriori guard on top of the a priori bound: never observed to trigger
     off = np.subtract(conv, sums, out=conv)

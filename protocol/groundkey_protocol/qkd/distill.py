@@ -304,7 +304,7 @@ class _Role:
     # -- shared computations --------------------------------------------------
 
     def _split(self, sifted: Sifted, sample_seed: int) -> NDArray[np.bool_]:
-        """Sample mask over X events; fixes the key positions and frame shape."""
+        """Sample mask over X events; fixes the raw key positions (the rest of X)."""
         x_idx = np.flatnonzero(sifted.bases == X_BASIS)
         sample = np.random.default_rng([sample_seed, 1]).random(x_idx.size) < (
             self.config.sample_fraction
@@ -314,8 +314,7 @@ class _Role:
         self.stats.x_bits = int(x_idx.size)
         self.stats.z_bits = int((sifted.bases == Z_BASIS).sum())
         self.stats.sample_bits = int(sample.sum())
-        self._cut(self.config.frame_bits or _CASCADE_FRAME_BITS)
-        return np.asarray(sample)
+        return np.asarray(sample)  # frames are cut once the QBER estimate is agreed
 
     def _cut(self, frame_bits: int) -> None:
         """Cut the raw key into equal frames of about ``frame_bits`` (the tail that does
