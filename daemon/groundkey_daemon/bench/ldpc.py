@@ -39,7 +39,7 @@ from groundkey_protocol.qkd.reconcile import (
     run_pair,
 )
 
-#: The default operating point: 9·10^4 key bits per frame (10^5-bit codewords).
+#: The default operating point: 9·10^4 key bits per frame (9.1·10^4-bit codewords).
 FRAME_BITS = RECOMMENDED_FRAME_BITS
 FRAMES = 16
 

@@ -9,9 +9,12 @@ from groundkey_protocol.errors import ProtocolError
 from groundkey_protocol.link.messages import ReconcileData, decode_message, encode_message
 from groundkey_protocol.qkd.ldpc import LdpcAlice, LdpcBob
 from groundkey_protocol.qkd.ldpc.rate import (
+    DELTA,
     FRAME_PLAN,
+    SHORT_DELTA_MIN_FRAME_BITS,
     binary_entropy,
     code_length,
+    default_delta,
     default_efficiency,
     frame_bits_for,
     plan_rate,
@@ -37,11 +40,14 @@ def test_plan_puts_almost_everything_in_shortening() -> None:
     for frame_bits in (900, 9_000, 45_000, 100_000):
         n = code_length(frame_bits)
         assert n % 200 == 0
-        assert n >= frame_bits / 0.9
+        assert n >= frame_bits / (1 - default_delta(frame_bits))
+        if frame_bits >= SHORT_DELTA_MIN_FRAME_BITS:  # δ = 0.01: ~two lifting factors
+            assert DELTA == 0.01
+            assert n - frame_bits < 3 * (n // 200)
         for q in (0.005, 0.02, 0.05, 0.08, 0.11):
             plan = plan_rate(frame_bits, q, efficiency=1.2)
             assert plan.punctured + plan.shortened == n - frame_bits
-            assert 0.45 <= plan.mother_rate <= 0.95
+            assert 0.45 - 1e-9 <= plan.mother_rate <= 0.95
             if 0.01 <= q <= 0.1:  # inside the range of mother rates: on target
                 assert 0 <= plan.punctured < n // 200  # less than one block row
                 assert plan.efficiency(q) == pytest.approx(1.2, abs=1.0 / (frame_bits * 0.05))
@@ -49,17 +55,17 @@ def test_plan_puts_almost_everything_in_shortening() -> None:
 
 def test_frame_plan_uses_longer_frames_at_low_qber() -> None:
     """Both ends derive the frame size from the agreed QBER alone; the longer frames
-    at QBER <= 2.5 % are what brings f to <= 1.15 there (4·10^5-bit codewords)."""
+    at QBER <= 2.5 % are what brings f to <= 1.15 there (3.64·10^5-bit codewords)."""
     assert [frame_bits_for(q) for q in (0.005, 0.01, 0.02, 0.025)] == [360_000] * 4
     assert [frame_bits_for(q) for q in (0.026, 0.03, 0.05, 0.08, 0.11)] == [90_000] * 5
     assert FRAME_PLAN[-1][0] >= 0.5
-    assert code_length(360_000) == 400_000
+    assert code_length(360_000) == 363_800
     for q in (0.01, 0.015, 0.02, 0.025):
         f = default_efficiency(q, frame_bits_for(q))
         assert f <= 1.15
         assert f < default_efficiency(q, 90_000)
         plan = plan_rate(frame_bits_for(q), q)
-        assert plan.n == 400_000
+        assert plan.n == 363_800
         assert plan.efficiency(q) == pytest.approx(f, abs=1e-3)
 
 

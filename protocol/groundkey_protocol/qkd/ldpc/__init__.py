@@ -2,8 +2,8 @@
 
 - :mod:`.construction`: quasi-cyclic mother codes (rates 0.5–0.9) from a seed;
 - :mod:`.decoder`: layered sum-product BP, vectorized over frames;
-- :mod:`.rate`: puncturing/shortening to the estimated QBER (d = p + s, δ = 0.1),
-  and the frame size for a QBER (:func:`frame_bits_for`);
+- :mod:`.rate`: puncturing/shortening to the estimated QBER (d = p + s, δ = 0.01,
+  0.1 for short frames), and the frame size for a QBER (:func:`frame_bits_for`);
 - :mod:`.roles`: :class:`LdpcAlice` / :class:`LdpcBob` behind
   :mod:`groundkey_protocol.qkd.reconcile`; :mod:`.codes`: the code table.
 
