@@ -113,6 +113,29 @@ def test_blind_round_trip_counts_every_revealed_bit() -> None:
     assert bob.frame_ok.all()
 
 
+def test_blind_round_reveals_the_checks_a_trapped_frame_left_unmet() -> None:
+    """A 3.6·10^5-bit frame at QBER 1 % on which BP ends two checks short (a
+    trapping set; found in a 512-frame run): revealing only the bits the decoder
+    flipped left it two checks short again; the key bits of the unmet checks free it."""
+    rng = np.random.default_rng([1, 86, 1000])
+    alice_bits = rng.integers(0, 2, (4, 360_000), dtype=np.uint8)
+    bob_bits = alice_bits ^ (rng.random(alice_bits.shape) < 0.01).astype(np.uint8)
+    qber = float((alice_bits != bob_bits).mean())
+    params = ReconcileParams(method="ldpc-blind", qber=qber, seed=1, block_id="trap")
+    alice = LdpcAlice(alice_bits, params, rng=np.random.default_rng(86))
+    bob = LdpcBob(bob_bits, params)
+    run_pair(alice, bob)
+    assert not bob.frame_ok_first[3]
+    assert bob._unmet_checks[3].size == 2  # the trapped frame (the test's premise)
+    unmet_keys = bob._setup.check_keys(bob._unmet_checks[3])
+    assert 2 <= unmet_keys.size <= 2 * 100  # ~73 key bits per check at rate 0.9
+    revealed = bob._revealed[list(bob._failed).index(3)]
+    assert np.isin(unmet_keys, revealed).all()
+    assert np.array_equal(bob.corrected_bits, alice_bits)
+    assert bob.frame_ok.all()
+    assert np.array_equal(alice.disclosed_bits, bob.disclosed_bits)
+
+
 def test_blind_with_no_failure_takes_two_messages() -> None:
     alice, bob, alice_bits = _pair("ldpc-blind", 0.03, 4, 9_000)
     transcript = run_pair(alice, bob)
