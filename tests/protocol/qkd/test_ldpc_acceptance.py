@@ -37,15 +37,17 @@ What is measured, honestly (QBER estimate = true QBER, deterministic seeds):
   cannot reveal a wrong codeword, the per-frame check tag does (see
   test_ldpc_roles), and the blind round's reveal fixes it.
 * Larger runs (not tests: /tmp scripts through the roles, blind mode, QBER
-  estimate = truth, δ = 0.01): first-message failures / frames and mean f including
-  tags and reveals: 1 %: 7/512, 1.156 (3.6·10^5-bit frames; one frame was still
-  wrong after the blind round, two checks short, and was flagged: a detected
-  failure); 1.5 %: 1/256, 1.146; 2 %: 1/512, 1.126; 3 %: 1/512, 1.133 (9·10^4);
-  5 %: 0/512, 1.121; 8 %: 0/512, 1.101; none undetected. At 1 % the failures are
-  the rate-0.9 code's error floor, not its threshold: 6 of 7 met the syndrome with
-  a wrong codeword (the check tag caught them) and the blind round fixed them. With
-  δ = 0.1 the same run gave 10/512 and f 1.158. A failed frame costs ~0.2–0.9 in f
-  (its reveals), so at 1 % the mean sits ~0.01 above the first-message f. Before
+  estimate = truth, δ = 0.01): first-message failures / frames and mean f
+  including tags and reveals: 1 %: 7/512, 1.156 (3.6·10^5-bit frames); 1.5 %:
+  1/256, 1.146; 2 %: 1/512, 1.126; 3 %: 1/512, 1.133 (9·10^4); 5 %: 0/512,
+  1.121; 8 %: 0/512, 1.101; none undetected. Of the 7 at 1 %, 5 were far from
+  converging (a third of the checks unmet) and 2 ended two checks short
+  (trapping sets). One of those was still two checks short after the blind round
+  (a detected failure); the blind round now also reveals the key bits of such a
+  frame's unmet checks, which frees it (test_ldpc_roles,
+  test_blind_round_reveals_the_checks_a_trapped_frame_left_unmet). With δ = 0.1
+  the same run gave 10/512 and f 1.158. A failed frame costs ~0.2–0.9 in f (its
+  reveals), so at 1 % the mean sits ~0.01 above the first-message f. Before
   (9·10^4-bit frames, construction 5, fixed tranche): 1.23 at 1 %, 1.158 at 2 %.
 """
 
