@@ -22,11 +22,10 @@ from groundkey_protocol.qkd.ldpc.codes import CODE_SEED, set_code_loader
 from groundkey_protocol.qkd.ldpc.construction import (
     BASE_COLUMNS,
     CONSTRUCTION_VERSION,
-    MOTHER_RATES,
     QcLdpcCode,
     build_code,
 )
-from groundkey_protocol.qkd.ldpc.rate import code_length
+from groundkey_protocol.qkd.ldpc.rate import code_length, mother_rates_for
 
 __all__ = ["LdpcCodeCache"]
 
@@ -68,11 +67,15 @@ class LdpcCodeCache:
         """Make the protocol's roles get their codes through this cache."""
         set_code_loader(self.load_or_build)
 
-    def warm(self, frame_bits: Iterable[int], rates: Iterable[float] = MOTHER_RATES) -> int:
-        """Build (or check) the codes for these frame sizes; returns how many were built."""
+    def warm(self, frame_bits: Iterable[int], rates: Iterable[float] | None = None) -> int:
+        """Build (or check) the codes for these frame sizes; returns how many were built.
+
+        ``rates``: the mother rates to build for every size; by default the ones each
+        size is used with (:func:`~groundkey_protocol.qkd.ldpc.rate.mother_rates_for`).
+        """
         before = self.builds
         for bits in frame_bits:
-            for rate in rates:
+            for rate in mother_rates_for(bits) if rates is None else rates:
                 self.load_or_build(rate, code_length(bits))
         return self.builds - before
 

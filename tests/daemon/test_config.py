@@ -108,7 +108,7 @@ def test_frame_bits_is_automatic_by_default_and_rejects_tiny_frames() -> None:
     from groundkey_daemon.distill_runner import ldpc_warm_frame_bits
 
     assert config_from_dict({}).distill.frame_bits == 0
-    assert ldpc_warm_frame_bits(0) == (90_000, 360_000)
+    assert ldpc_warm_frame_bits(0) == (90_000, 360_000, 1_440_000)
     assert ldpc_warm_frame_bits(50_000) == (50_000,)
     with pytest.raises(ConfigError, match=r"frame_bits 10: 0 \(automatic\) or at least 64"):
         config_from_dict({"distill": {"frame_bits": 10}})

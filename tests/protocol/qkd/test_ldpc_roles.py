@@ -7,7 +7,7 @@ import pytest
 
 from groundkey_protocol.errors import ProtocolError
 from groundkey_protocol.link.messages import ReconcileData, decode_message, encode_message
-from groundkey_protocol.qkd.ldpc import LdpcAlice, LdpcBob
+from groundkey_protocol.qkd.ldpc import MOTHER_RATES, LdpcAlice, LdpcBob
 from groundkey_protocol.qkd.ldpc.rate import (
     DELTA,
     FRAME_PLAN,
@@ -17,6 +17,7 @@ from groundkey_protocol.qkd.ldpc.rate import (
     default_delta,
     default_efficiency,
     frame_bits_for,
+    mother_rates_for,
     plan_rate,
 )
 from groundkey_protocol.qkd.ldpc.roles import TAG_BITS
@@ -55,18 +56,34 @@ def test_plan_puts_almost_everything_in_shortening() -> None:
 
 def test_frame_plan_uses_longer_frames_at_low_qber() -> None:
     """Both ends derive the frame size from the agreed QBER alone; the longer frames
-    at QBER <= 2.5 % are what brings f to <= 1.15 there (3.64·10^5-bit codewords)."""
-    assert [frame_bits_for(q) for q in (0.005, 0.01, 0.02, 0.025)] == [360_000] * 4
+    at QBER <= 2.5 % are what brings f to <= 1.15 there (1.4546·10^6-bit codewords up
+    to 1.5 %, 3.64·10^5 up to 2.5 %)."""
+    assert [frame_bits_for(q) for q in (0.005, 0.01, 0.015)] == [1_440_000] * 3
+    assert [frame_bits_for(q) for q in (0.016, 0.02, 0.025)] == [360_000] * 3
     assert [frame_bits_for(q) for q in (0.026, 0.03, 0.05, 0.08, 0.11)] == [90_000] * 5
     assert FRAME_PLAN[-1][0] >= 0.5
     assert code_length(360_000) == 363_800
+    assert code_length(1_440_000) == 1_454_600
     for q in (0.01, 0.015, 0.02, 0.025):
-        f = default_efficiency(q, frame_bits_for(q))
+        bits = frame_bits_for(q)
+        f = default_efficiency(q, bits)
         assert f <= 1.15
         assert f < default_efficiency(q, 90_000)
-        plan = plan_rate(frame_bits_for(q), q)
-        assert plan.n == 363_800
+        plan = plan_rate(bits, q)
+        assert plan.n == code_length(bits)
         assert plan.efficiency(q) == pytest.approx(f, abs=1e-3)
+    # the daemon's code cache builds, per planned size, the mother rates it is used with
+    assert mother_rates_for(1_440_000) == (0.9,)
+    assert mother_rates_for(360_000) == (0.8,)
+    assert mother_rates_for(90_000) == (0.8, 0.7, 0.6, 0.5)
+    assert mother_rates_for(50_000) == MOTHER_RATES
+    # a block too short for one planned frame is one shorter frame: its target lies
+    # between the columns of the sizes around it
+    assert (
+        default_efficiency(0.01, 1_440_000)
+        < default_efficiency(0.01, 700_000)
+        < default_efficiency(0.01, 360_000)
+    )
 
 
 def test_registered_ldpc_round_trip_over_the_wire_codec() -> None:

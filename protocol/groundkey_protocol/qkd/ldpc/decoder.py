@@ -151,6 +151,14 @@ class _Views:
             self.arrays.append((v, t, p, msg, sfac[rows]))
 
 
+def _ratio_of_tanh(y: FloatArray, scratch: FloatArray) -> None:
+    """In place: ``y = tanh(L/2)`` becomes the ratio ``e^L = (1 + y)/(1 - y)`` (``1 + y``
+    is exact where ``y`` is near -1)."""
+    np.subtract(1, y, out=scratch)
+    np.add(y, 1, out=y)
+    np.divide(y, scratch, out=y)
+
+
 def _compact(buf: FloatArray, rows: int, frames: int, kept: IndexArray) -> None:
     """In place: ``buf`` as ``(rows, frames)`` becomes ``(rows, kept.size)`` (the kept
     frames), by chunks of rows so that no chunk overwrites rows not yet read and no
@@ -317,42 +325,59 @@ class BpDecoder:
     ) -> None:
         """One layer in the ratio domain (``E = e^L``): ``v = total / m`` (clipped),
         ``t = tanh(L_v/2) = 1 - 2/(v + 1)``, ``y = s·Π_{others} t``,
-        ``m = (1 + y)/(1 - y)``, ``total = v·m``."""
-        divide, multiply, subtract = np.divide, np.multiply, np.subtract
+        ``m = (1 + y)/(1 - y)`` (:meth:`_check_messages`), ``total = v·m``."""
+        divide = np.divide
         for tot, old, v2c in pairs:
             divide(tot, old, v2c)
         np.clip(v, _RATIO_MIN, _RATIO_MAX, out=v)
         np.add(v, 1, out=t)
         divide(2, t, out=t)
-        subtract(1, t, out=t)
+        np.subtract(1, t, out=t)
         d = len(t)
         if d == 1:
             np.copyto(msg[0], s)  # a degree-1 check fixes its variable
+            _ratio_of_tanh(msg, t)
         else:
-            # all-but-one products: the full product divided by one's own factor,
-            # unless a product is tiny (an erased input, or many weak ones)
-            prod, mag = p[0], p[1]
-            np.multiply.reduce(t, axis=0, out=prod)
-            multiply(prod, s, prod)
-            np.abs(prod, out=mag)
-            if mag.min() >= _MIN_PRODUCT:
-                divide(prod, t, out=msg)
-            else:
-                # prefix products p[k] = s·t[0]···t[k]; suffix products in place of
-                # t: t[k] <- t[k]···t[d-1]; then message k = p[k-1]·t[k+1]. No clip:
-                # a rounded product of s and factors in [-1, 1] stays within ±|s|
-                t_rows, p_rows, m_rows = list(t), list(p), list(msg)
-                multiply(t_rows[0], s, p_rows[0])
-                for k in range(1, d - 1):
-                    multiply(p_rows[k - 1], t_rows[k], p_rows[k])
-                for k in range(d - 2, 0, -1):
-                    multiply(t_rows[k + 1], t_rows[k], t_rows[k])
-                multiply(t_rows[1], s, m_rows[0])
-                multiply(p[: d - 2], t[2:], msg[1 : d - 1])
-                np.copyto(m_rows[d - 1], p_rows[d - 2])
-        # message ratio (1 + y)/(1 - y): 1 + y is exact where y is near -1
-        subtract(1, msg, out=t)
-        np.add(msg, 1, out=msg)
-        divide(msg, t, out=msg)
+            BpDecoder._check_messages(t, p, msg, s)
+        BpDecoder._scatter(pairs)
+
+    @staticmethod
+    def _check_messages(t: FloatArray, p: FloatArray, msg: FloatArray, s: FloatArray) -> None:
+        """``msg = m_k`` of every edge from ``t`` (``d >= 2`` rows; ``t`` is clobbered).
+
+        The full product ``P = s·Π t`` divided by one's own factor is ``y = P/t``, and
+        ``m = (1 + y)/(1 - y) = (t + P)/(t - P)``: three passes. ``|P| <= (1 - 2^-16)|t|``,
+        so neither ``t + P`` nor ``t - P`` is 0. A layer where some product is tiny (an
+        erased input, or many weak ones) takes prefix times suffix products instead.
+        """
+        multiply = np.multiply
+        prod, mag = p[0], p[1]
+        np.multiply.reduce(t, axis=0, out=prod)
+        multiply(prod, s, prod)
+        np.abs(prod, out=mag)
+        if mag.min() >= _MIN_PRODUCT:
+            np.add(t, prod, out=msg)
+            np.subtract(t, prod, out=t)
+            np.divide(msg, t, out=msg)
+            return
+        # prefix products p[k] = s·t[0]···t[k]; suffix products in place of t:
+        # t[k] <- t[k]···t[d-1]; then y_k = p[k-1]·t[k+1]. No clip: a rounded
+        # product of s and factors in [-1, 1] stays within ±|s|
+        d = len(t)
+        t_rows, p_rows, m_rows = list(t), list(p), list(msg)
+        multiply(t_rows[0], s, p_rows[0])
+        for k in range(1, d - 1):
+            multiply(p_rows[k - 1], t_rows[k], p_rows[k])
+        for k in range(d - 2, 0, -1):
+            multiply(t_rows[k + 1], t_rows[k], t_rows[k])
+        multiply(t_rows[1], s, m_rows[0])
+        multiply(p[: d - 2], t[2:], msg[1 : d - 1])
+        np.copyto(m_rows[d - 1], p_rows[d - 2])
+        _ratio_of_tanh(msg, t)
+
+    @staticmethod
+    def _scatter(pairs: list[tuple[FloatArray, FloatArray, FloatArray]]) -> None:
+        """``total = v·m`` for every circulant of the layer."""
+        multiply = np.multiply
         for tot, new, v2c in pairs:
             multiply(v2c, new, tot)

@@ -8,8 +8,8 @@ extra symbols, ``s`` are *shortened* (values public: zeros, or revealed later) a
 The adapted rate is ``R = (k - s) / frame_bits`` with ``k = n - m``; choosing ``s``
 (and the mother code) sets ``R`` to ``1 - f·h(Q)`` for the estimated QBER ``Q`` and
 target efficiency ``f``. The frame size itself comes from the QBER too
-(:func:`frame_bits_for`: 3.6·10^5 key bits up to 2.5 %, where 9·10^4-bit frames
-cannot reach f 1.15; 9·10^4 above).
+(:func:`frame_bits_for`: 1.44·10^6 key bits up to 1.5 %, 3.6·10^5 up to 2.5 %,
+where 9·10^4-bit frames cannot reach f 1.15; 9·10^4 above).
 
 Leakage: Alice sends the ``m`` syndrome bits of (key, punctured, shortened). The
 punctured bits are uniform and independent of the key and their columns of ``H``
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from groundkey_protocol.qkd.ldpc.construction import BASE_COLUMNS, QcLdpcCode
+from groundkey_protocol.qkd.ldpc.construction import BASE_COLUMNS, MOTHER_RATES, QcLdpcCode
 
 __all__ = [
     "DELTA",
@@ -42,6 +42,7 @@ __all__ = [
     "default_delta",
     "default_efficiency",
     "frame_bits_for",
+    "mother_rates_for",
     "plan_positions",
     "plan_rate",
 ]
@@ -66,23 +67,24 @@ MAX_BLOCK_ROWS = BASE_COLUMNS * 55 // 100
 IntArray = npt.NDArray[np.int64]
 
 # Target efficiency of the first message against the QBER, for 9·10^3-, 4.5·10^4-,
-# 9·10^4- and 3.6·10^5-bit frames (interpolated in log frame size, clamped),
-# calibrated on the project's codes for a first-message frame error rate of about
-# 10^-2 or lower (measured: tests/protocol/qkd/test_ldpc_acceptance.py; `groundkey
-# bench reconcile`). The 4.5·10^4 column predates the degree-2 profiles and is
-# conservative now. The 3.6·10^5 column was measured at QBER 0.5–2.5 % (the frame
-# plan's range, see FRAME_PLAN); above it, it repeats the 9·10^4 column.
-_EFFICIENCY_TABLE: tuple[tuple[float, float, float, float, float], ...] = (
-    (0.005, 1.7, 1.45, 1.45, 1.4),
-    (0.01, 1.48, 1.32, 1.22, 1.145),
-    (0.015, 1.44, 1.3, 1.2, 1.145),
-    (0.02, 1.4, 1.27, 1.15, 1.125),
-    (0.03, 1.32, 1.22, 1.13, 1.13),
-    (0.05, 1.25, 1.17, 1.12, 1.12),
-    (0.08, 1.17, 1.12, 1.1, 1.1),
-    (0.11, 1.15, 1.1, 1.12, 1.12),
+# 9·10^4-, 3.6·10^5- and 1.44·10^6-bit frames (interpolated in log frame size,
+# clamped), calibrated on the project's codes for a first-message frame error rate
+# of about 10^-2 or lower (measured: tests/protocol/qkd/test_ldpc_acceptance.py;
+# `groundkey bench reconcile`). The 4.5·10^4 column predates the degree-2 profiles
+# and is conservative now. The 3.6·10^5 column was measured at QBER 0.5–2.5 %, the
+# 1.44·10^6 column at 0.5–1.5 % (the frame plan's ranges, see FRAME_PLAN); above
+# them they repeat the column of the next smaller frames.
+_EFFICIENCY_TABLE: tuple[tuple[float, float, float, float, float, float], ...] = (
+    (0.005, 1.7, 1.45, 1.45, 1.4, 1.31),
+    (0.01, 1.48, 1.32, 1.22, 1.145, 1.13),
+    (0.015, 1.44, 1.3, 1.2, 1.145, 1.12),
+    (0.02, 1.4, 1.27, 1.15, 1.125, 1.125),
+    (0.03, 1.32, 1.22, 1.13, 1.13, 1.13),
+    (0.05, 1.25, 1.17, 1.12, 1.12, 1.12),
+    (0.08, 1.17, 1.12, 1.1, 1.1, 1.1),
+    (0.11, 1.15, 1.1, 1.12, 1.12, 1.12),
 )
-_TABLE_FRAME_BITS = (9_000, 45_000, 90_000, 360_000)
+_TABLE_FRAME_BITS = (9_000, 45_000, 90_000, 360_000, 1_440_000)
 
 
 def binary_entropy(q: float) -> float:
@@ -94,10 +96,18 @@ def binary_entropy(q: float) -> float:
 
 #: Key bits per frame by QBER: ``(highest QBER, frame bits)``, first match. The
 #: finite-length gap to a code's threshold shrinks roughly like 1/√n, and at low QBER
-#: a 9·10^4-bit frame holds too few errors (~900 at 1 %) for f ≤ 1.15 at a frame
-#: error rate of 10^-2: 3.6·10^5-bit frames (3.64·10^5-bit codewords) get there up to
-#: QBER 2.5 %; above it 9·10^4-bit frames already do.
-FRAME_PLAN: tuple[tuple[float, int], ...] = ((0.025, 360_000), (1.0, 90_000))
+#: a frame holds few errors (~900 in 9·10^4 bits at 1 %). Measured at QBER 1 % on
+#: the rate-0.91 code (threshold f ≈ 1.10–1.11), first-message failures at f 1.12:
+#: 12/48 frames of 3.6·10^5 key bits, 0/12 of 1.44·10^6; at f 1.10: 28/48 and 8/12.
+#: So 1.44·10^6-bit frames (1.4546·10^6-bit codewords) up to QBER 1.5 % reach f 1.13
+#: at 1 %, 3.6·10^5 up to 2.5 %, 9·10^4 above, where they already reach f ≤ 1.15.
+#: A block with fewer key bits is one shorter frame, its efficiency interpolated
+#: (:func:`default_efficiency`).
+FRAME_PLAN: tuple[tuple[float, int], ...] = (
+    (0.015, 1_440_000),
+    (0.025, 360_000),
+    (1.0, 90_000),
+)
 
 
 def frame_bits_for(qber: float) -> int:
@@ -107,6 +117,22 @@ def frame_bits_for(qber: float) -> int:
     QBER estimate before they cut the sifted key into frames.
     """
     return next(bits for q, bits in FRAME_PLAN if qber <= q)
+
+
+def mother_rates_for(frame_bits: int) -> tuple[float, ...]:
+    """The representative :data:`MOTHER_RATES` a frame size of :data:`FRAME_PLAN` is used
+    with: those between the codes :func:`plan_rate` picks at the ends of its QBER range
+    (from 0.5 %, up to 11 %), else the nearest one; every one for other sizes. What
+    the daemon builds into its code cache at start."""
+    low = 0.005
+    for high, bits in FRAME_PLAN:
+        if bits == frame_bits:
+            ends = [plan_rate(bits, q).mother_rate for q in (low, min(high, 0.11))]
+            lo, hi = min(ends), max(ends)
+            inside = tuple(r for r in MOTHER_RATES if lo <= r <= hi)
+            return inside or (min(MOTHER_RATES, key=lambda r: abs(r - (lo + hi) / 2)),)
+        low = high
+    return MOTHER_RATES
 
 
 def default_efficiency(qber: float, frame_bits: int = _TABLE_FRAME_BITS[0]) -> float:
