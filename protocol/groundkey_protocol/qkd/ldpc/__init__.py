@@ -7,15 +7,15 @@
 - :mod:`.roles`: :class:`LdpcAlice` / :class:`LdpcBob` behind
   :mod:`groundkey_protocol.qkd.reconcile`; :mod:`.codes`: the code table.
 
-Operating point (:func:`frame_bits_for`): frames of 3.6·10^5 key bits (3.64·10^5-bit
-codewords) up to QBER 2.5 %, of :data:`RECOMMENDED_FRAME_BITS` (9·10^4, 9.1·10^4-bit
-codewords) above. Measured there in blind mode (256–512 frames per point), f ≈ 1.156
-(QBER 1 %: above 1.15, the rate-0.9 code's failures cost ~0.01), 1.146 (1.5 %),
-1.126 (2 %), 1.133 (3 %), 1.121 (5 %), 1.101 (8 %), including the 32-bit check tag
-and the blind round's reveals (see tests/protocol/qkd/test_ldpc_acceptance.py).
-9·10^4-bit frames at 2 % give 1.153; 10^4-bit codewords work too, at syndrome
-efficiencies 1.48, 1.4, 1.32, 1.25, 1.17 (see :func:`default_efficiency`) plus
-32/(N·h(Q)) for the tag.
+Operating point (:func:`frame_bits_for`): frames of 1.44·10^6 key bits
+(1.4546·10^6-bit codewords) up to QBER 1.5 %, 3.6·10^5 (3.64·10^5-bit codewords)
+up to 2.5 %, of :data:`RECOMMENDED_FRAME_BITS` (9·10^4, 9.1·10^4-bit codewords)
+above. First-message efficiency there: 1.13 (QBER 1 %), 1.12 (1.5 %), 1.125 (2 %),
+1.13 (3 %), 1.12 (5 %), 1.10 (8 %), at a first-message frame error rate of about
+10^-2 or lower; the 32-bit check tag and the blind round's reveals add a little
+(see tests/protocol/qkd/test_ldpc_acceptance.py). 10^4-bit codewords work too,
+at syndrome efficiencies 1.48, 1.4, 1.32, 1.25, 1.17 (see
+:func:`default_efficiency`) plus 32/(N·h(Q)) for the tag.
 
 Default for satellite passes: ``ldpc-blind``. A pass has a round-trip time of
 tens of milliseconds over a link that is only up while the satellite is in view;
@@ -60,5 +60,5 @@ __all__ = [
 
 #: Reconciliation method recommended for satellite passes (round trips are costly).
 DEFAULT_PASS_METHOD = "ldpc-blind"
-#: Key bits per frame above QBER 2.5 % (below it, 3.6·10^5: :func:`frame_bits_for`).
+#: Key bits per frame above QBER 2.5 % (below it, longer: :func:`frame_bits_for`).
 RECOMMENDED_FRAME_BITS = 90_000
