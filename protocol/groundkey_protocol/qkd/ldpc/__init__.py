@@ -10,7 +10,7 @@
 Operating point (:func:`frame_bits_for`): frames of 1.44·10^6 key bits
 (1.4546·10^6-bit codewords) up to QBER 1.5 %, 3.6·10^5 (3.64·10^5-bit codewords)
 up to 2.5 %, of :data:`RECOMMENDED_FRAME_BITS` (9·10^4, 9.1·10^4-bit codewords)
-above. First-message efficiency there: 1.13 (QBER 1 %), 1.12 (1.5 %), 1.125 (2 %),
+above. First-message efficiency there: 1.13 (QBER 1–1.5 %), 1.125 (2 %),
 1.13 (3 %), 1.12 (5 %), 1.10 (8 %), at a first-message frame error rate of about
 10^-2 or lower; the 32-bit check tag and the blind round's reveals add a little
 (see tests/protocol/qkd/test_ldpc_acceptance.py). 10^4-bit codewords work too,
