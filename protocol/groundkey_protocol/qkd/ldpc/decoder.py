@@ -5,37 +5,38 @@ Running posteriors live in a ``(block column, Z, frames)`` float32 array, so the
 slices (``[s:]`` then ``[:s]``): no gathers by index. One layer (block row) holds
 its check-to-variable messages as ``(degree, Z, frames)``.
 
-Sum-product runs in the *ratio domain*: every posterior and message is kept as
-``E = e^L`` (``L`` the LLR, positive = bit 0), so the variable update is a
-division and a product instead of a difference and a sum, and the tanh rule needs
-no transcendental function: ``tanh(L/2) = 1 - 2/(E + 1)`` and ``e^{2·atanh(y)} =
-(1 + y)/(1 - y)``. A layer is, per edge: ``v = total/m`` (gather), clip ``v`` to
-``e^±60``, ``t = 1 - 2/(v + 1)``, the check's product, ``y = s·product/t``,
-``m = (1 + y)/(1 - y)``, ``total = v·m`` (scatter), with ``s = ±(1 - 2^-16)`` the
-syndrome bit. The clip keeps every number a normal float32 (``m`` lies within
-``2^±17``, so nothing leaves ``e^±84``): no overflow, no subnormals (slow on some
-CPUs), no ratio stuck at 0 or ∞; beyond ``|L| = 60`` float32 gives ``t = ±1``
-anyway. The syndrome factor bounds every check's product, so an all-but-one
-quotient stays below 1 despite rounding (messages within LLR ±11.8). The product
-over "all but one" is the check's full product divided by one's own factor; a
-layer where some check's full product is below 10^-30 in magnitude (an erased
-input, i.e. a punctured symbol in the first iteration, or many weak ones) takes
-exact prefix times suffix products instead (a loop over the degree; exact with
-zero inputs). A frame is done as soon as its hard decision (``total < 1``) meets
-the target syndrome, checked every iteration on hard decisions bit-packed along
-the frames (one ``np.take`` of words per layer); once a quarter of the frames in
-the working set are done, it is compacted in place (no fresh pages).
+Sum-product runs in the *ratio domain*: every posterior and message is kept as ``E =
+e^L`` (``L`` the LLR, positive = bit 0), so the variable update is a division and a
+product instead of a difference and a sum, and the tanh rule needs no transcendental
+function: ``tanh(L/2) = 1 - 2/(E + 1)`` and ``e^{2·atanh(y)} = (1 + y)/(1 - y)``. A
+layer is, per edge: ``v = total/m`` (gather), clip ``v`` to ``e^±60``, ``t = 1 -
+2/(v + 1)`` (three passes), the check's product ``P = s·Π t``, ``m = (1 + y)/(1 -
+y)`` for ``y = P/t``, computed as ``(t + P)/(t - P)`` (three passes), ``total =
+v·m`` (scatter), with ``s = ±(1 - 2^-16)`` the syndrome bit. The clip keeps every
+number a normal float32 (``m`` lies within ``2^±17``, so nothing leaves ``e^±84``):
+no overflow, no subnormals (slow on some CPUs), no ratio stuck at 0 or ∞; beyond
+``|L| = 60`` float32 gives ``t = ±1`` anyway. The syndrome factor bounds every
+check's product, so an all-but-one quotient stays below 1 despite rounding (messages
+within LLR ±11.8). The product over "all but one" is the check's full product
+divided by one's own factor; a layer where some check's full product is below 10^-30
+in magnitude (an erased input, i.e. a punctured symbol in the first iteration, or
+many weak ones) takes exact prefix times suffix products instead (a loop over the
+degree; exact with zero inputs). A frame is done as soon as its hard decision
+(``total < 1``) meets the target syndrome, checked every iteration on hard decisions
+bit-packed along the frames (one ``np.take`` of words per layer); once a quarter of
+the frames in the working set are done, it is compacted in place (no fresh pages).
 
 Why the ratio domain: numpy's float32 ``tanh`` and ``arctanh`` are fast only where
-they are vectorized (AVX-512 builds: 0.16 and 0.27 ns per element, measured
-before), and elsewhere they are scalar: on an AMD EPYC with AVX2 only, 4.7 and
-31 ns per element against 0.13–0.19 ns for an add, multiply or divide. The tanh
-form this replaced (six passes, two of them ``tanh``/``arctanh``) decoded 16
-frames of 9·10^4 key bits at QBER 2 % at 0.26 Mbit/s there; this form (eleven
-cheap passes) at 2.43 Mbit/s, with the same decisions and iteration counts for
-every frame (``tests/protocol/qkd/test_ldpc_decoder.py`` also checks it against a
-float64 textbook decoder). On the AVX-512 machine the tanh form took 1.13 ns per
-edge and frame; these passes, by their measured unit costs there, ~1.4 ns.
+they are vectorized (AVX-512 builds: 0.16 and 0.27 ns per element, measured before),
+and elsewhere they are scalar: on an AMD EPYC with AVX2 only, 4.7 and 31 ns per
+element against 0.13–0.19 ns for an add, multiply or divide. The tanh form this
+replaced (six passes, two of them ``tanh``/``arctanh``) decoded 16 frames of 9·10^4
+key bits at QBER 2 % at 0.26 Mbit/s there; this form (then eleven cheap passes, now
+ten) at 2.43 Mbit/s, with the same decisions and iteration counts for every frame
+(``tests/protocol/qkd/test_ldpc_decoder.py`` also checks it against a float64
+textbook decoder). On the AVX-512 machine the tanh form took 1.13 ns per edge and
+frame; these ten passes, by the unit costs measured there, would take ~1.3 ns (not
+measured: no such machine was at hand).
 
 Tried and slower: a lookup-table φ (``np.take`` is a scalar gather),
 ``multiply.accumulate`` along the degree axis (a strided inner loop, ~20× slower
