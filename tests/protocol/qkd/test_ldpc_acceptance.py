@@ -13,13 +13,15 @@ What is measured, honestly (QBER estimate = true QBER, deterministic seeds):
   were calibrated for a first-message FER ≤ ~10^-2 (decoder-level runs of the
   protocol's frames, /tmp scripts; the seed places the shortened symbols): 1.13 at
   1 % on 1.44·10^6-bit frames (1/144; 1.125: 1/48; 1.12: 0/12; 1.10: 8/12), 1.126
-  –1.13 at 1.1–1.5 % (0/32 at 1.1 %, 0/48 at 1.2 %, 0/32 at 1.35 %; construction 7,
-  whose rates 0.88–0.895 take the rate-0.85 degree profile: with the rate-0.9 one,
-  4/16 failed at 1.2 % and 5/16 at 1.4 %),
-  1.125 at 2 % on 3.6·10^5 (1.12: 4/576), 1.13 at 3 % (0/384), 1.12 at 5 %, 1.10
-  at 8 %. First-message failures are asserted ≤ 1 of 6 or 24, 2 of 96 (a
-  regression guard: so few frames cannot show FER ≤ 10^-2 to high confidence),
-  and every frame must end identical to Alice's.
+  –1.13 at 1.1–1.5 % (0/32 at 1.1 %, 0/48 at 1.2 %, 0/32 at 1.35 %, 0/48 at 1.4 %
+  and at 1.5 %; at 1.4 %, f 1.122 failed 2/48; construction 7, whose rates
+  0.88–0.895 take the rate-0.85 degree profile: with the rate-0.9 one, 4/16 failed
+  at 1.2 % and 5/16 at 1.4 %), 1.125 at 2 % on 3.6·10^5 (1.12: 4/576), 1.13 at
+  3 % (0/384), 1.12 at 5 %, 1.10 at 8 %. Through the roles at 1 %, 48 frames of
+  1.44·10^6 bits: none failed, mean f 1.1303 with the tag. First-message failures
+  are asserted ≤ 1 of 6 or 24, 2 of 96 (a regression guard: so few frames cannot
+  show FER ≤ 10^-2 to high confidence), and every frame must end identical to
+  Alice's.
   At 1 % the rate-0.91 code's threshold is f ≈ 1.10–1.11 and 3.6·10^5-bit frames
   sit far above it (f 1.12: 12/48 failed, 1.145: 7/512 through the roles), hence
   the longer frames there.
