@@ -286,6 +286,18 @@ def _warm(ldpc_dir: str | None = None, frame_bits: tuple[int, ...] = ()) -> int:
     return 0
 
 
+def _log_warmed(future: concurrent.futures.Future[int]) -> None:
+    """Done callback of the background code build: a failure only costs the first
+    block the build (the codes are built on first use)."""
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        log.warning("LDPC code cache not warmed: %s", exc)
+    else:
+        log.debug("LDPC code cache warm (%d codes built)", future.result())
+
+
 def _init_worker(ldpc_dir: str | None) -> None:
     """Worker initializer: LDPC codes come from (and go to) the on-disk cache."""
     if ldpc_dir:
@@ -311,8 +323,8 @@ class DistillRunner:
     stored key of earlier passes (reserved for :data:`PAD_CONSUMER` and acknowledged
     at once, so the material is erased and never delivered) before the block
     starts; with no such key the block is HMAC-only. ``ldpc_dir`` holds the
-    workers' LDPC code cache; :meth:`start` builds the codes for ``warm_frame_bits``
-    there, so the first block does not wait for them.
+    workers' LDPC code cache; after :meth:`start` the workers build the codes for
+    ``warm_frame_bits`` there in the background, so blocks rarely wait for them.
     """
 
     def __init__(
@@ -349,9 +361,19 @@ class DistillRunner:
         return self._pool
 
     async def start(self) -> None:
-        """Start the workers now (imports take a while), not at the first block."""
+        """Start the workers now (imports take a while), not at the first block.
+
+        The LDPC codes for ``warm_frame_bits`` are then built in the background, ahead
+        of the first block in the workers' queue: readiness does not wait for them (a
+        fresh state directory takes ~6 s on a slow 2-core machine, which delayed the
+        pre-positioning of a pass starting right after).
+        """
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor(), _warm, self.ldpc_dir, self.warm_frame_bits)
+        executor = self._executor()
+        await loop.run_in_executor(executor, _warm)  # the imports
+        if self.ldpc_dir and self.warm_frame_bits:
+            warming = executor.submit(_warm, self.ldpc_dir, self.warm_frame_bits)
+            warming.add_done_callback(_log_warmed)
 
     async def take_pads(self, block_id: str, pass_id: str) -> TranscriptPads | None:
         """Consume key of earlier passes for ``block_id``'s transcript tags (None: none).

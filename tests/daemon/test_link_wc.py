@@ -80,12 +80,13 @@ async def test_later_blocks_are_authenticated_with_earlier_key(
             workers=1, store=store, ldpc_dir=ldpc_dir, warm_frame_bits=(PARAMS["frame_bits"],)
         )
         try:
-            await runner.start()  # the workers build the LDPC codes into the cache
-            cached = sorted(ldpc_dir.glob("*.npy"))
-            assert cached
+            await runner.start()
             # first pass: no earlier key, HMAC only (and it says so)
             job1 = job_for(spool, endpoint, "pass-1", 11)
             first = await runner.run(job1)
+            # the one worker built the LDPC codes into the cache before that block
+            cached = sorted(ldpc_dir.glob("*.npy"))
+            assert cached
             assert first.auth == "hmac"
             await keep(store, job1, first, keys_dir)
             first_ids = key_ids_for(first.block_id, first.key_bits // 8 // 32)
