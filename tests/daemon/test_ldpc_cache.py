@@ -97,6 +97,12 @@ def test_reconcile_sweep_plot(tmp_path: Path) -> None:
         (m, q) for m in ("ldpc", "ldpc-blind") for q in (0.02, 0.05)
     }
     assert all(1.0 < p.efficiency < 3.0 and p.messages <= 3 for p in points)
+    assert {p.frame_bits for p in points} == {2_000}
+    # frame_bits 0: the daemon's operating points (LDPC's frame plan, 10^5 for Cascade)
+    (auto,) = reconcile_sweep(["ldpc-blind"], [0.05], frames=1, frame_bits=0)
+    assert auto.frame_bits == 90_000
+    assert auto.fer == 0.0
+    assert auto.efficiency == pytest.approx(1.12, abs=0.01)
     out = tmp_path / "sweep.png"
     plot_sweep(points, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

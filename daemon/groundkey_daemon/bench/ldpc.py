@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from groundkey_daemon.bench import Benchmark, Record
+from groundkey_protocol.qkd.distill import automatic_frame_bits
 from groundkey_protocol.qkd.ldpc import (
     RECOMMENDED_FRAME_BITS,
     LdpcAlice,
@@ -54,6 +55,7 @@ class Point:
 
     method: str
     qber: float
+    frame_bits: int
     bits_per_s: float
     efficiency: float
     fer: float
@@ -88,6 +90,7 @@ def measure(
     return Point(
         method=method,
         qber=qber,
+        frame_bits=frame_bits,
         bits_per_s=alice_bits.size / dt,
         efficiency=float(bob.disclosed_bits.sum()) / (alice_bits.size * _h2(actual)),
         fer=float((corrected != alice_bits).any(axis=1).mean()),
@@ -153,9 +156,15 @@ def reconcile_sweep(
     frames: int = 32,
     frame_bits: int = 9_000,
 ) -> list[Point]:
-    """Every method at every QBER (the data of ``groundkey bench reconcile``)."""
+    """Every method at every QBER (the data of ``groundkey bench reconcile``).
+
+    ``frame_bits = 0``: the daemon's automatic frame sizes (:func:`automatic_frame_bits`:
+    LDPC's frame plan, 10^5 bits for Cascade), i.e. its operating points.
+    """
     return [
-        measure(m, q, frames=frames, frame_bits=frame_bits, seed=1) for m in methods for q in qbers
+        measure(m, q, frames=frames, frame_bits=frame_bits or automatic_frame_bits(m, q), seed=1)
+        for m in methods
+        for q in qbers
     ]
 
 

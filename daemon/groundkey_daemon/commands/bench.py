@@ -30,7 +30,8 @@ def register(sub: Any) -> None:
         "--frame-bits",
         type=int,
         default=9_000,
-        help="with reconcile: key bits per frame (default 9000)",
+        help="with reconcile: key bits per frame (default 9000; 0: the daemon's automatic "
+        "sizes, LDPC's frame plan and 10^5 for Cascade; use few --frames)",
     )
     parser.set_defaults(run=run)
 
@@ -38,8 +39,8 @@ def register(sub: Any) -> None:
 def run_reconcile(args: argparse.Namespace) -> int:
     from groundkey_daemon.bench.ldpc import default_methods, plot_sweep, reconcile_sweep
 
-    if args.frames < 1 or args.frame_bits < 100:
-        raise UserError("--frames must be at least 1 and --frame-bits at least 100")
+    if args.frames < 1 or 0 < args.frame_bits < 100 or args.frame_bits < 0:
+        raise UserError("--frames must be at least 1 and --frame-bits 0 or at least 100")
     qbers = [0.01, 0.02, 0.03, 0.05, 0.08]
     points = reconcile_sweep(
         default_methods(), qbers, frames=args.frames, frame_bits=args.frame_bits
@@ -48,7 +49,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
         print(json.dumps([dataclasses.asdict(p) for p in points], indent=1))
     for p in [] if args.json else points:
         print(
-            f"{p.method:<18} qber {100 * p.qber:4.1f} %  f {p.efficiency:6.3f}  "
+            f"{p.method:<18} qber {100 * p.qber:4.1f} %  {p.frame_bits:>9,d} bits  "
+            f"f {p.efficiency:6.3f}  "
             f"FER {p.fer:7.4f}  {p.messages:4d} messages  {p.bits_per_s / 1e6:6.2f} Mbit/s",
             flush=True,
         )

@@ -83,6 +83,7 @@ __all__ = [
     "DistillBob",
     "DistillConfig",
     "KeyBlock",
+    "automatic_frame_bits",
 ]
 
 _PIPELINE = (
@@ -98,6 +99,12 @@ _PIPELINE = (
 _MIN_FRAME_BITS = 64
 #: Cascade's frame size when ``frame_bits`` is 0 (the efficiency targets' 10^5 bits)
 _CASCADE_FRAME_BITS = 100_000
+
+
+def automatic_frame_bits(method: str, qber: float) -> int:
+    """Key bits per frame with ``frame_bits = 0``: LDPC's frame plan for the agreed
+    QBER (:func:`~groundkey_protocol.qkd.ldpc.rate.frame_bits_for`), 10^5 for Cascade."""
+    return frame_bits_for(qber) if method.startswith("ldpc") else _CASCADE_FRAME_BITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,9 +352,7 @@ class _Role:
         """Frame size for the agreed QBER estimate: configured, else per method."""
         if self.config.frame_bits:
             return self.config.frame_bits
-        if self.config.reconcile.startswith("ldpc"):
-            return frame_bits_for(qber)
-        return _CASCADE_FRAME_BITS
+        return automatic_frame_bits(self.config.reconcile, qber)
 
     def _counts(self, z_errors: list[int]) -> DecoyCounts:
         assert self._sifted is not None

@@ -18,7 +18,12 @@ from groundkey_protocol.link.messages import (
 )
 from groundkey_protocol.qkd import reconcile
 from groundkey_protocol.qkd.cascade import CascadeBob
-from groundkey_protocol.qkd.distill import DistillAlice, DistillBob, DistillConfig
+from groundkey_protocol.qkd.distill import (
+    DistillAlice,
+    DistillBob,
+    DistillConfig,
+    automatic_frame_bits,
+)
 from groundkey_protocol.qkd.reconcile import run_pair
 from groundkey_protocol.qkd.synth import synthesize_pass
 
@@ -253,16 +258,26 @@ def test_ldpc_plugs_into_the_same_pipeline() -> None:
     assert len(transcript) < 20
 
 
-@pytest.mark.parametrize(("reconcile", "frame_bits"), [("ldpc-blind", 360_000), ("cascade-yan", 0)])
-def test_automatic_frames_follow_the_method_and_the_qber(reconcile: str, frame_bits: int) -> None:
+@pytest.mark.parametrize("reconcile", ["ldpc-blind", "cascade-yan"])
+def test_automatic_frames_follow_the_method_and_the_qber(reconcile: str) -> None:
     """frame_bits 0: LDPC cuts the frames its plan gives for the agreed QBER estimate
-    (3.6·10^5 bits up to 2.5 %), Cascade 10^5-bit frames; both ends agree."""
-    a, b, _ = distill(4_000_000, 0.012, seed=35, reconcile=reconcile, frame_bits=0)
+    (1.44·10^6 key bits up to 1.5 %, 3.6·10^5 up to 2.5 %), Cascade 10^5-bit frames;
+    a block with fewer key bits is one frame; both ends agree."""
+    assert automatic_frame_bits("ldpc-blind", 0.012) == 1_440_000
+    assert automatic_frame_bits("ldpc", 0.02) == 360_000
+    assert automatic_frame_bits("ldpc-blind", 0.05) == 90_000
+    assert automatic_frame_bits("cascade-yan", 0.012) == 100_000
+    a, b, _ = distill(4_000_000, 0.009, seed=35, reconcile=reconcile, frame_bits=0)
     assert a.stats.frames == b.stats.frames
-    assert a.stats.qber_estimate < 0.025
+    assert a.stats.qber_estimate < 0.015
     size = a.stats.key_input_bits // a.stats.frames
-    expected = frame_bits or 100_000
-    assert expected // 2 < size <= expected  # about frame_bits each, never more
+    planned = automatic_frame_bits(reconcile, a.stats.qber_estimate)
+    assert size <= planned  # never more than planned
+    if reconcile == "cascade-yan":
+        assert a.stats.frames > 1
+        assert size > planned // 2  # about planned each
+    else:
+        assert a.stats.frames == 1  # ~10^6 key bits: less than one planned frame
     assert a.ok
     assert a.key is not None
     assert b.key is not None
