@@ -24,10 +24,12 @@ from groundkey_daemon.distill_runner import (
     distill_block,
 )
 from groundkey_daemon.keystore import KeyBlock, KeyStore, key_ids_for
+from groundkey_daemon.ldpc_cache import LdpcCodeCache
 from groundkey_daemon.link import LinkError, LinkSettings, commit_block
 from groundkey_daemon.spool import Spool
 from groundkey_protocol.link.messages import BlockAbort, BlockReady, decode_message, encode_message
 from groundkey_protocol.link.session import PAD_BYTES, BlockOpen, BlockSession, block_key_ids
+from groundkey_protocol.qkd.ldpc.rate import code_length, mother_rates_for
 from tests.daemon.test_link import (
     LINK_KEY,
     PARAMS,
@@ -84,9 +86,12 @@ async def test_later_blocks_are_authenticated_with_earlier_key(
             # first pass: no earlier key, HMAC only (and it says so)
             job1 = job_for(spool, endpoint, "pass-1", 11)
             first = await runner.run(job1)
-            # the one worker built the LDPC codes into the cache before that block
+            # the one worker built the warm-up codes into the cache before that block
+            cache = LdpcCodeCache(ldpc_dir)
+            bits = PARAMS["frame_bits"]
+            warmed = {cache.path_for(rate, code_length(bits)) for rate in mother_rates_for(bits)}
+            assert all(path.is_file() for path in warmed), warmed
             cached = sorted(ldpc_dir.glob("*.npy"))
-            assert cached
             assert first.auth == "hmac"
             await keep(store, job1, first, keys_dir)
             first_ids = key_ids_for(first.block_id, first.key_bits // 8 // 32)

@@ -230,7 +230,8 @@ frame_bits = 50000
             sub.close()
         notify.close()
 
-    states = ["preposition", "track", "arm", "acquire", "sync", "distill", "store", "disarm"]
+    states = ["preposition", "track", "arm", "acquire", "sync", "distill", "store", "publish",
+              "disarm"]  # fmt: skip
     if fault is not None and fault[0] == "SIGKILL" and idle:
         # the pass ended while the service was down: the recovered block was finished
         # (or found stored) and acknowledged by the satellite, then a SIGTERM stopped it
@@ -241,10 +242,12 @@ frame_bits = 50000
         spooled = Spool(tmp_path / "state" / "spool").blocks()
         assert spooled, "the pass's raw data stays spooled until the pass completes"
         assert {b.state for b in spooled} == {"done"}  # the block in flight was finished
+    elif fault is None:
+        states += ["park", "completed"]
     else:
-        # the pass's end: completed, or aborted by a last block too short for any key
-        # (the tail after a restart can be, a normal finite-key outcome)
-        states += ["park", "publish"]
+        # rejoined after a SIGKILL: the pass completes, or its last block, acquired in
+        # what was left of the pass after the restart, is too short for any key
+        states += ["park"]
         assert re.search(r": (completed|aborted \(block \d+: no key possible)", log), log
     if fault is not None and fault[0] == "SIGKILL":
         assert log.count("supervisor: ready") == 2

@@ -13,6 +13,7 @@ from groundkey_protocol.qkd.ldpc.construction import (
     MOTHER_RATES,
     QcLdpcCode,
     build_code,
+    info_degree_profile,
 )
 
 
@@ -161,3 +162,21 @@ def test_degree_two_columns_share_no_pair_of_block_rows(rate: float, n: int) -> 
     assert len(pairs) == deg2.size
     assert _short_pair_cycles(code, 16) == []
     assert _deg2_girth(code) >= 7  # what the growth of the degree-2 subgraph allows
+
+
+def test_rates_just_below_0_9_take_the_rate_0_85_profile() -> None:
+    """Construction 7: rates 0.88–0.895 (QBER 1.1–1.4 % on 1.44·10^6-bit frames) use
+    the rate-0.85 degree profile, which decoded there where the rate-0.9 one failed
+    a quarter of the frames; rate 0.9 and up keep the denser profile."""
+    dense = info_degree_profile(0.9, 7_273)
+    assert dense[0] == (20, 0.25)
+    for block_rows in (21, 22, 23, 24):  # rates 0.895 ... 0.88, as plan_rate makes them
+        rate = 1.0 - block_rows / 200
+        assert info_degree_profile(rate, 7_273) == info_degree_profile(0.85, 7_273), rate
+    assert info_degree_profile(1.0 - 20 / 200, 7_273) == dense
+    assert info_degree_profile(1.0 - 19 / 200, 7_273) == dense
+    # the profile is in the code: degree-24 columns (capped at the block rows)
+    code = build_code(1.0 - 21 / 200, 40_000)
+    info_deg = (code.base >= 0).sum(axis=0)[: code.nb - code.mb]
+    assert int(info_deg.max()) == min(24, code.mb)
+    assert int((info_deg == info_deg.max()).sum()) == round(0.2 * (code.nb - code.mb))

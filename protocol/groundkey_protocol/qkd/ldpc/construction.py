@@ -95,13 +95,14 @@ BASE_COLUMNS = 200
 # measured there with 1.4546·10^6-bit codewords at the table's efficiency, the 0.9
 # entry failed 4/16 (rate 0.895, f 1.126) and 5/16 (0.88, f 1.122), the 0.85
 # entry 1/16 and 0/16; at rate 0.9 it is the other way round (5/16 against 1/16).
+_DEG2_PROFILE = ((24, 0.2), (4, 0.65), (2, 0.15))
 _PROFILES: tuple[tuple[float, tuple[tuple[int, float], ...]], ...] = (
     (0.5, ((8, 0.4), (3, 0.6))),
     (0.6, ((12, 1 / 3), (3, 2 / 3))),
     (0.7, ((16, 0.3), (3, 0.7))),
-    (0.8, ((24, 0.2), (4, 0.65), (2, 0.15))),
-    (0.85, ((24, 0.2), (4, 0.65), (2, 0.15))),
-    (0.89, ((24, 0.2), (4, 0.65), (2, 0.15))),
+    (0.8, _DEG2_PROFILE),
+    (0.85, _DEG2_PROFILE),
+    (0.89, _DEG2_PROFILE),
     (0.9, ((20, 0.25), (4, 0.6), (2, 0.15))),
     (0.95, ((20, 0.2), (4, 0.8))),
 )
